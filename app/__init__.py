@@ -1,0 +1,1 @@
+"""The HTTP side: FastAPI endpoints and SQL persistence."""
