@@ -1,0 +1,8 @@
+"""Every table, imported in one place so Alembic's metadata sees them all."""
+
+from .datasets.models import Dataset
+from .db import Base
+from .jobs.models import Checkpoint, Job, JobEvent, MetricPoint
+from .keys.models import ApiKey
+
+__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobEvent", "MetricPoint"]
