@@ -2,7 +2,7 @@
 
 from .datasets.models import Dataset
 from .db import Base
-from .jobs.models import Checkpoint, Job, JobEvent, MetricPoint
+from .jobs.models import Checkpoint, Job, JobDataset, JobEvent, MetricPoint
 from .keys.models import ApiKey
 
-__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobEvent", "MetricPoint"]
+__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobDataset", "JobEvent", "MetricPoint"]

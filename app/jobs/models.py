@@ -98,3 +98,12 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "name", name="uq_checkpoints_job_id_name"),)
+
+
+class JobDataset(Base):
+    """Which uploaded datasets a job reads, so a dataset in use by an active job cannot be deleted."""
+
+    __tablename__ = "job_datasets"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(36), primary_key=True, index=True)
