@@ -19,11 +19,13 @@ class Dataset(Base):
     owner: Mapped[str | None] = mapped_column(String(200), index=True)
     filename: Mapped[str] = mapped_column(String(255))  # sanitised; never used as a path
     format: Mapped[str] = mapped_column(String(16))  # jsonl | csv
-    kind: Mapped[str | None] = mapped_column(String(32))  # text_label, text_target, tabular, prompt_completion, chat
+    kind: Mapped[str | None] = mapped_column(String(32))  # text_label, text_target, tabular, prompt_completion, chat, text, custom
     rows: Mapped[int] = mapped_column(Integer)
     columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     label_counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
     samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # column -> value type (string, integer, number, vector...), so a job's field mapping is checked at submit
+    column_types: Mapped[dict[str, str] | None] = mapped_column(JSON)
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(500))
