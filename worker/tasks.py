@@ -1,8 +1,22 @@
-"""Celery tasks: thin wrappers that take a job id and hand it to the job runner."""
+"""Celery tasks and worker-process hooks.
+
+`run_job` takes a job id and hands it to the job runner, which claims the job row first: a redelivered or
+duplicated message for a job that is running elsewhere, finished or cancelled does nothing.
+
+Each worker's main process runs the reaper as a thread (worker.leases.Reaper): whenever any worker is up,
+jobs of dead workers are requeued, with no extra process to deploy (the embedded default heals too).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+
 from celery import shared_task
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
+log = logging.getLogger(__name__)
+_reaper = None
 
 
 @shared_task(name="finetune.run_job", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
@@ -11,3 +25,31 @@ def run_job(job_id: str) -> None:
     from worker.job_runner import run_claimed_job
 
     run_claimed_job(job_id)
+
+
+@worker_process_init.connect
+def _init_pool_process(**_: object) -> None:
+    # A forked child must not share the parent's database connections: drop them without closing
+    # (closing would end the parent's sessions), then build engines lazily in this process.
+    from app.db import get_engine, reset_engines
+
+    get_engine().dispose(close=False)
+    reset_engines()
+    if os.environ.get("FINETUNE_WORKER_PRELOAD_TORCH", "1") == "1":
+        import torch  # noqa: F401  (seconds to import: pay it once per process, before the first job)
+
+
+@worker_ready.connect
+def _start_reaper(**_: object) -> None:
+    global _reaper
+    from worker.leases import Reaper
+
+    _reaper = Reaper()
+    _reaper.start()
+    log.info("reaper started (every %.1f s)", _reaper.interval)
+
+
+@worker_shutdown.connect
+def _stop_reaper(**_: object) -> None:
+    if _reaper is not None:
+        _reaper.stop()
