@@ -1,0 +1,54 @@
+"""Request dependencies as Annotated aliases; endpoints take only these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from .auth import resolve_owner
+from .db import session_scope
+from .settings import Settings
+from .storage import ArtifactStore, get_store
+
+# auto_error=False: a missing header is decided by resolve_owner (open mode), not refused here.
+bearer = HTTPBearer(auto_error=False, description="an API key from `finetune keys create`")
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    # One unit of work per request: commit when the endpoint returns, roll back when it raises.
+    with session_scope(settings.database_url) as session:
+        yield session
+
+
+# scope="function": commit before the response is sent, so a client never sees a 201 for an uncommitted row.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_artifact_store(request: Request) -> ArtifactStore:
+    state = request.app.state
+    if getattr(state, "store", None) is None:
+        state.store = get_store(state.settings.artifacts)
+    return state.store
+
+
+StoreDep = Annotated[ArtifactStore, Depends(get_artifact_store)]
+
+
+def get_owner(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str | None:
+    return resolve_owner(session, credentials)
+
+
+OwnerDep = Annotated[str | None, Depends(get_owner)]
