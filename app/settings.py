@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite under home")
     broker_url: str = Field(default="", description="Celery broker; default filesystem:// under home")
     artifacts: str = Field(default="", description="artifact store: a folder or s3://bucket/prefix")
+    # S3-compatible endpoint (MinIO, ...) for an s3:// store; empty: boto3's own (AWS_ENDPOINT_URL or AWS).
+    # Credentials come from boto3's standard chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, role).
+    s3_endpoint_url: str = Field(default="", description="S3 endpoint URL for an s3:// artifact store")
 
     # Filesystem broker polling: kombu's default of 1 s would add a second to every job's start.
     broker_polling_interval: float = Field(default=0.05, gt=0, le=10)

@@ -59,7 +59,14 @@ class ArtifactStore(Protocol):
         """Make the files under `prefix` available in a local directory and return it."""
 
     def local_dir(self, prefix: str) -> Path | None:
-        """The local folder a prefix maps to, when the store is a local folder (workers write there directly)."""
+        """The local folder a prefix maps to, when the store is a local folder (workers write there directly).
+
+        None for a remote store (S3): the worker then downloads inputs with `download_dir` into a local cache
+        and uploads each complete checkpoint directory with `upload_dir`.
+        """
+
+    def iter_file(self, key: str) -> Iterator[bytes]:
+        """A stored file as chunks (for streaming HTTP responses)."""
 
 
 class LocalStore:
@@ -142,14 +149,23 @@ class LocalStore:
                 yield chunk
 
 
-def get_store(artifacts: str | None = None) -> ArtifactStore:
-    """The store named by FINETUNE_ARTIFACTS: a folder (default) or, later, s3://bucket/prefix."""
-    if artifacts is None:
+def get_store(artifacts: str | None = None, *, endpoint_url: str | None = None) -> ArtifactStore:
+    """The store named by FINETUNE_ARTIFACTS: a folder (default) or s3://bucket/prefix.
+
+    For S3 the endpoint comes from `endpoint_url`, else FINETUNE_S3_ENDPOINT_URL, else boto3's own
+    configuration (AWS_ENDPOINT_URL, ~/.aws); credentials always come from boto3's standard chain
+    (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+    """
+    if artifacts is None or (artifacts.startswith("s3://") and endpoint_url is None):
         from .settings import get_settings
 
-        artifacts = get_settings().artifacts
+        settings = get_settings()
+        artifacts = settings.artifacts if artifacts is None else artifacts
+        endpoint_url = endpoint_url or settings.s3_endpoint_url or None
     if artifacts.startswith("s3://"):
-        raise NotImplementedError("the S3 artifact store is not available yet")
+        from .storage_s3 import S3Store
+
+        return S3Store.from_url(artifacts, endpoint_url=endpoint_url)
     return LocalStore(artifacts)
 
 
