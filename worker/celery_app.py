@@ -87,6 +87,9 @@ def create_celery_app(settings: Settings) -> Celery:
         enable_utc=True,
         timezone="UTC",
     )
+    from worker.healthcheck import install as install_heartbeat
+
+    install_heartbeat(celery)  # container liveness: a heartbeat file (FINETUNE_WORKER_HEARTBEAT_FILE)
     return celery
 
 
