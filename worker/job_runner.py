@@ -18,8 +18,9 @@ from app.db import session_scope
 from app.jobs.models import Checkpoint, Job
 from app.settings import Settings, get_settings
 from app.storage import ArtifactStore, get_store, job_prefix
+from worker import shutdown
 from worker.db_reporter import DbReporter
-from worker.leases import Claim, Heartbeat, claim_job, finish_job, new_lease_owner, release_lease
+from worker.leases import Claim, Heartbeat, claim_job, finish_job, hand_back, new_lease_owner, release_lease
 from worker.training.config import RunConfig
 from worker.training.reporting import ConfigError, TrainingError, TrainingResult
 from worker.training.spec import FromJobModel, JobSpec
@@ -150,7 +151,8 @@ def run_claimed_job(job_id: str, settings: Settings | None = None) -> str | None
     heartbeat = Heartbeat(claim, settings, max_runtime_seconds=limit)
     heartbeat.start()
     try:
-        return _run(claim, settings, heartbeat, limit)
+        with shutdown.running_job():
+            return _run(claim, settings, heartbeat, limit)
     finally:
         heartbeat.stop()
         release_lease(claim)  # a no-op once finish_job cleared it
@@ -161,7 +163,7 @@ def _run(claim: Claim, settings: Settings, heartbeat: Heartbeat, limit: int | No
 
     store = get_store(settings.artifacts)
     reporter = DbReporter(claim.job_id, settings, lease_owner=claim.owner,
-                          should_stop=lambda: heartbeat.stop_requested, store=store,
+                          should_stop=lambda: heartbeat.stop_requested or shutdown.requested(), store=store,
                           upload_checkpoints=store.local_dir(job_prefix(claim.job_id)) is None)
     try:
         config = build_run_config(claim.job_id, settings, store)
@@ -180,6 +182,16 @@ def _run(claim: Claim, settings: Settings, heartbeat: Heartbeat, limit: int | No
     if heartbeat.lease_lost:
         log.warning("job %s: lease lost to another worker; its outcome is theirs to record", claim.job_id)
         return None
+    if result.status == "cancelled" and shutdown.requested() and not heartbeat.stop_requested:
+        queue = hand_back(claim, f"the worker shut down at step {result.steps}; resumes from its last checkpoint")
+        if queue is not None:
+            from worker.celery_app import enqueue_job
+
+            try:
+                enqueue_job(claim.job_id, queue, settings)
+            except Exception:  # the reaper re-enqueues queued jobs that have no message
+                log.warning("could not re-enqueue job %s at shutdown", claim.job_id, exc_info=True)
+        return "queued"
     if result.status == "cancelled":
         if heartbeat.timed_out and not heartbeat.cancel_requested:
             message = f"stopped after the maximum runtime of {limit} s (max_runtime_seconds)"

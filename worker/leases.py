@@ -122,6 +122,24 @@ def finish_job(claim: Claim, status: str, *, error_type: str | None = None, erro
     return True
 
 
+def hand_back(claim: Claim, reason: str) -> str | None:
+    """Return a job this worker stops on purpose (shutdown) to the queue; the attempt is not counted.
+    Returns the job's queue (to enqueue after commit), or None when the lease was already lost."""
+    now = utcnow()
+    with session_scope() as session:
+        updated = session.execute(
+            update(Job)
+            .where(Job.id == claim.job_id, Job.lease_owner == claim.owner, Job.status == "running")
+            .values(status="queued", lease_owner=None, lease_expires_at=None, updated_at=now,
+                    attempts=Job.attempts - 1)
+            .execution_options(synchronize_session=False)
+        )
+        if updated.rowcount != 1:
+            return None
+        add_event(session, claim.job_id, "requeued", f"requeued: {reason}", level="warning")
+        return session.execute(select(Job.queue).where(Job.id == claim.job_id)).scalar_one()
+
+
 def release_lease(claim: Claim) -> None:
     """Clear the lease of a job left running (should not happen; the reaper then requeues at once)."""
     with session_scope() as session:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+
+from worker import shutdown
 
 log = logging.getLogger(__name__)
 _reaper = None
@@ -35,6 +38,8 @@ def _init_pool_process(**_: object) -> None:
 
     get_engine().dispose(close=False)
     reset_engines()
+    # SIGTERM to a pool process stops its job at the next step and requeues it (see worker.shutdown).
+    signal.signal(signal.SIGTERM, shutdown.handle_sigterm)
     if os.environ.get("FINETUNE_WORKER_PRELOAD_TORCH", "1") == "1":
         import torch  # noqa: F401  (seconds to import: pay it once per process, before the first job)
 
@@ -47,6 +52,19 @@ def _start_reaper(**_: object) -> None:
     _reaper = Reaper()
     _reaper.start()
     log.info("reaper started (every %.1f s)", _reaper.interval)
+
+
+@worker_shutting_down.connect
+def _stop_running_jobs(**_: object) -> None:
+    # A warm shutdown would wait for a training run to end (hours): ask the pool processes to stop their
+    # jobs now instead; each job is requeued and resumes from its last checkpoint on the next worker.
+    from billiard.process import active_children
+
+    for child in active_children():
+        try:
+            os.kill(child.pid, signal.SIGTERM)
+        except (ProcessLookupError, TypeError):
+            pass
 
 
 @worker_shutdown.connect
