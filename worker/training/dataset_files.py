@@ -42,9 +42,10 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")  # no nan/inf: t
 class DatasetFileError(ValueError):
     """A file that cannot be used as a dataset; `line` is 1-based (None when it concerns the whole file)."""
 
-    def __init__(self, line: int | None, message: str) -> None:
+    def __init__(self, line: int | None, message: str, *, field: str | None = None) -> None:
         self.line = line
         self.message = message
+        self.field = field  # check_fields: the job-spec field at fault ("data.label_field", ...)
         super().__init__(f"line {line}: {message}" if line is not None else message)
 
 
@@ -293,6 +294,7 @@ def _inspect_jsonl(stream: IO[bytes], max_rows: int | None) -> DatasetSummary:
             columns, first_line = list(row), number
             types = {name: _type_of(value) for name, value in row.items()}
             checker = _Checker(columns)
+            checker.check(number, row)
         elif row.keys() != types.keys():
             missing = [c for c in columns if c not in row]
             extra = [c for c in row if c not in types]
@@ -302,6 +304,7 @@ def _inspect_jsonl(stream: IO[bytes], max_rows: int | None) -> DatasetSummary:
                 number, f"fields differ from line {first_line} ({'; '.join(p for p in parts if p)})"
             )
         else:
+            checker.check(number, row)  # first: a known field's own message is the clearer one
             for name, value in row.items():
                 seen, now = types[name], _type_of(value)
                 if seen == "array" and now == "vector":
@@ -311,7 +314,6 @@ def _inspect_jsonl(stream: IO[bytes], max_rows: int | None) -> DatasetSummary:
                         number, f"field {name!r} is {now} here but {seen} on line {first_line}"
                     )
                 types[name] = _merge_type(seen, now)
-        checker.check(number, row)
         rows += 1
         if len(samples) < SAMPLE_ROWS:
             samples.append(_truncate(row))
@@ -494,8 +496,17 @@ def _columns_text(summary: DatasetSummary) -> str:
 def check_fields(summary: DatasetSummary, task: str, text_field: str, label_field: str) -> None:
     """Whether a dataset can serve a task with the job's data.text_field / data.label_field.
 
-    Raises DatasetFileError (line None) whose message names the spec field and the reason.
+    Raises DatasetFileError (line None) whose message names the spec field and the reason; its `field` is
+    that spec field ("data.text_field", "data.label_field", "data" or "task").
     """
+    try:
+        _check_fields(summary, task, text_field, label_field)
+    except DatasetFileError as exc:
+        exc.field = exc.message.split(":", 1)[0]
+        raise
+
+
+def _check_fields(summary: DatasetSummary, task: str, text_field: str, label_field: str) -> None:
     types = summary.column_types
     columns = set(summary.columns)
     if task == "causal_lm":
