@@ -56,7 +56,9 @@ class ArtifactStore(Protocol):
         """Copy a local directory's files under `prefix` (no-op when prefix already maps to local_dir)."""
 
     def download_dir(self, prefix: str, local_dir: Path) -> Path:
-        """Make the files under `prefix` available in a local directory and return it."""
+        """Make the files under `prefix` available in a local directory and return it.
+
+        When `prefix` names a single file (a dataset), the returned path is that file's local copy."""
 
     def local_dir(self, prefix: str) -> Path | None:
         """The local folder a prefix maps to, when the store is a local folder (workers write there directly).
@@ -136,9 +138,9 @@ class LocalStore:
 
     def download_dir(self, prefix: str, local_dir: Path) -> Path:
         source = self.path(prefix)
-        if not source.is_dir():
+        if not source.exists():
             raise FileNotFoundError(prefix)
-        return source  # already local: no copy
+        return source  # already local: no copy (a folder, or the file when prefix names one)
 
     def local_dir(self, prefix: str) -> Path | None:
         return self.path(prefix)

@@ -257,31 +257,43 @@ class S3Store:
         return found
 
     def download_dir(self, prefix: str, local_dir: Path) -> Path:
-        """Fetch the files under `prefix` into local_dir (kept as a cache) and return it."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        """Fetch the files under `prefix` into local_dir (kept as a cache) and return it.
 
+        `prefix` may also name one object (a dataset file): it is then fetched to the path `local_dir`, and
+        that path is returned, as LocalStore.local_dir(key) returns the file's own path.
+        """
         objects = self._objects(prefix)
-        if not objects:
-            raise FileNotFoundError(prefix)
         root = Path(local_dir).resolve()
+        if not objects:
+            head = self._head(prefix)
+            if head is None:
+                raise FileNotFoundError(prefix)
+            self._fetch(prefix, root, int(head["ContentLength"]))
+            return root
         root.mkdir(parents=True, exist_ok=True)
         for key, size in sorted(objects.items()):
             target = (root / key[len(prefix) + 1 :]).resolve()
             if not target.is_relative_to(root):
                 raise ValueError(f"artifact key {key!r} resolves outside {root}")
-            if target.is_file() and target.stat().st_size == size:
-                continue  # immutable per key: the cached copy is current
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=target.parent)
-            os.close(fd)
-            try:
-                self.client.download_file(self.bucket, self.object_key(key), tmp_name)
-                os.replace(tmp_name, target)
-            except (ClientError, BotoCoreError) as exc:
-                raise StorageError(f"cannot download {key}: {_describe(exc)}") from exc
-            finally:
-                Path(tmp_name).unlink(missing_ok=True)
+            self._fetch(key, target, size)
         return root
+
+    def _fetch(self, key: str, target: Path, size: int) -> None:
+        """Download one object to target atomically, unless a cached copy of the same size is there."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if target.is_file() and target.stat().st_size == size:
+            return  # immutable per key: the cached copy is current
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=target.parent)
+        os.close(fd)
+        try:
+            self.client.download_file(self.bucket, self.object_key(key), tmp_name)
+            os.replace(tmp_name, target)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot download {key}: {_describe(exc)}") from exc
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
 
     def local_dir(self, prefix: str) -> Path | None:
         return None

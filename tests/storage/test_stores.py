@@ -127,6 +127,13 @@ def test_checkpoint_dir_round_trip(store, tmp_path: Path) -> None:
         assert (local / name).read_bytes() == (source / name).read_bytes()
 
 
+def test_download_of_a_single_file_key_returns_the_file(store, tmp_path: Path) -> None:
+    key = dataset_key("2f8a3c2e-1d6b-4c55-9a4e-2b7f1c0d9e11", "jsonl")
+    store.write_stream(key, io.BytesIO(b'{"a": 1}\n'))
+    local = store.download_dir(key, tmp_path / "cache" / key)
+    assert local.is_file() and local.read_bytes() == b'{"a": 1}\n'
+
+
 def test_s3_store_is_remote_and_caches_downloads(s3_server, bucket: str, tmp_path: Path) -> None:
     store = S3Store(bucket, endpoint_url=s3_server.endpoint_url)
     assert store.local_dir(job_prefix("j")) is None  # the worker must sync, not write in place

@@ -1,0 +1,40 @@
+"""Routing by queue: two compose workers on different queues each take only their own jobs."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from stack import ComposeStack, wait_job
+
+SPEC = {
+    "task": "classification",
+    "model": {"builtin": "mlp", "config": {"hidden_sizes": [8], "dropout": 0.0}},
+    "data": {"train": "builtin:wine", "validation_split": 0.2},
+    "hyperparameters": {"epochs": 1, "batch_size": 32, "learning_rate": 0.01, "compile": False},
+}
+
+
+def _received(stack: ComposeStack, worker, job_id: str) -> bool:  # noqa: ANN001
+    return job_id in stack.log(worker)
+
+
+def test_workers_take_only_the_queues_they_consume(bare_compose_stack: ComposeStack) -> None:
+    stack = bare_compose_stack
+    cpu_worker = stack.start("worker", {"FINETUNE_WORKER_QUEUES": "cpu"})
+    stack.wait_healthy("worker", cpu_worker)
+    with httpx.Client(base_url=stack.url, timeout=30) as http:
+        # resources.gpus > 0 routes to `gpu` by default; no resources routes to `cpu`.
+        gpu_job = http.post("/jobs", json={**SPEC, "name": "wants-a-gpu", "resources": {"gpus": 1}}).json()
+        cpu_job = http.post("/jobs", json={**SPEC, "name": "cpu-only"}).json()
+        assert wait_job(http, cpu_job["id"], logs=stack.logs)["status"] == "succeeded"
+        time.sleep(1.0)  # the idle cpu worker had every chance to take the gpu job
+        assert http.get(f"/jobs/{gpu_job['id']}").json()["status"] == "queued"
+
+        gpu_worker = stack.start("worker", {"FINETUNE_WORKER_QUEUES": "gpu"})
+        stack.wait_healthy("worker", gpu_worker)
+        wait_job(http, gpu_job["id"], logs=stack.logs)
+        claimed = [e for e in http.get(f"/jobs/{gpu_job['id']}/events").json() if e["type"] == "claimed"]
+    assert len(claimed) == 1
+    assert _received(stack, gpu_worker, gpu_job["id"]) and not _received(stack, cpu_worker, gpu_job["id"])
+    assert _received(stack, cpu_worker, cpu_job["id"]) and not _received(stack, gpu_worker, cpu_job["id"])
