@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, UTCDateTime, utcnow
@@ -53,6 +53,14 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_created_at_id", "created_at", "id"),
+        # NULLs are distinct in a unique constraint: open mode (owner NULL) needs its own partial index.
+        Index(
+            "uq_jobs_idempotency_key_no_owner",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("owner IS NULL"),
+            sqlite_where=text("owner IS NULL"),
+        ),
     )
 
 

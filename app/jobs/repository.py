@@ -10,7 +10,6 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..auth import owned_by
-from ..datasets.models import Dataset
 from ..db import utcnow
 from .models import ACTIVE_STATUSES, Checkpoint, Job, JobDataset, JobEvent, MetricPoint
 
@@ -54,12 +53,6 @@ def count_active_jobs(session: Session, owner: str | None) -> int:
     return session.scalar(
         select(func.count()).select_from(Job).where(owned_by(Job.owner, owner), Job.status.in_(ACTIVE_STATUSES))
     ) or 0
-
-
-def owned_dataset_ids(session: Session, ids: list[str], owner: str | None) -> set[str]:
-    if not ids:
-        return set()
-    return set(session.scalars(select(Dataset.id).where(Dataset.id.in_(ids), owned_by(Dataset.owner, owner))))
 
 
 def add_job(session: Session, job: Job, dataset_ids: list[str]) -> Job:

@@ -67,13 +67,11 @@ def _replay(spec: JobSpec, existing: Job) -> Job:
 
 
 def _check_datasets(session: Session, spec: JobSpec, owner: str | None) -> list[str]:
-    ids = spec.dataset_ids()
-    found = repo.owned_dataset_ids(session, ids, owner)
-    for field in ("train", "validation"):
-        ref = getattr(spec.data, field)
-        if ref in ids and ref not in found:
-            raise Unprocessable(["body", "data", field], f"no uploaded dataset with id {ref}")
-    return ids
+    """The uploaded datasets the job reads: the owner's, fitting the task and field mapping (422 naming
+    data.train / data.validation otherwise), share-locked so they cannot be deleted under the new job."""
+    from ..datasets.service import check_job_datasets
+
+    return [d.id for d in check_job_datasets(session, spec, owner, lock=True)]
 
 
 def _check_base(session: Session, model: FromJobModel, owner: str | None) -> tuple[str, str]:

@@ -72,30 +72,31 @@ def test_malformed_json_and_wrong_types_are_422(client) -> None:  # noqa: ANN001
     assert client.get("/jobs").json()["items"] == []
 
 
-def test_unknown_or_foreign_dataset_is_422(client, db) -> None:  # noqa: ANN001
-    from app.datasets.models import Dataset
-
-    missing = str(uuid.uuid4())
-    body = spec(data={"train": missing})
-    assert ["body", "data", "train"] in _locs(client.post("/jobs", json=body))
-
-    with db() as session:  # a dataset of someone else is as good as missing
-        other = Dataset(owner="mallory", filename="x.jsonl", format="jsonl", rows=1, columns=["text", "label"],
-                        bytes=10, sha256="0" * 64, storage_key="datasets/x/data.jsonl")
-        mine = Dataset(owner=None, filename="y.jsonl", format="jsonl", rows=1, columns=["text", "label"],
-                       bytes=10, sha256="0" * 64, storage_key="datasets/y/data.jsonl")
-        session.add_all([other, mine])
-        session.flush()
-        other_id, mine_id = other.id, mine.id
-    body = spec(task="classification", model={"builtin": "transformer"}, data={"train": mine_id, "validation": other_id})
-    assert ["body", "data", "validation"] in _locs(client.post("/jobs", json=body))
-    body["data"]["validation"] = None
-    created = client.post("/jobs", json=body)
-    assert created.status_code == 201, created.text
+def test_unknown_foreign_or_unfit_dataset_is_422(client, db, make_key) -> None:  # noqa: ANN001
     from app.jobs.models import JobDataset
 
+    alice, mallory = make_key("alice"), make_key("mallory")
+    rows = b"".join(b'{"text": "review %d", "label": "%s"}\n' % (i, b"pos" if i % 2 else b"neg") for i in range(20))
+
+    def upload(headers: dict[str, str]) -> str:
+        response = client.post("/datasets", files={"file": ("reviews.jsonl", rows)}, headers=headers)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    mine, theirs = upload(alice), upload(mallory)
+    text = {"model": {"builtin": "transformer"}}
+    body = spec(**text, data={"train": str(uuid.uuid4())})
+    assert ["body", "data", "train"] in _locs(client.post("/jobs", json=body, headers=alice))
+    body = spec(**text, data={"train": mine, "validation": theirs})  # someone else's is as good as missing
+    assert ["body", "data", "validation"] in _locs(client.post("/jobs", json=body, headers=alice))
+    body = spec(**text, data={"train": mine, "label_field": "stars"})  # the dataset has no such column
+    assert ["body", "data", "label_field"] in _locs(client.post("/jobs", json=body, headers=alice))
+
+    created = client.post("/jobs", json=spec(**text, data={"train": mine}), headers=alice)
+    assert created.status_code == 201, created.text
     with db() as session:
-        assert session.get(JobDataset, (created.json()["id"], mine_id)) is not None
+        assert session.get(JobDataset, (created.json()["id"], mine)) is not None
+    assert client.delete(f"/datasets/{mine}", headers=alice).status_code == 409  # in use by a queued job
 
 
 def test_server_caps(app, client, settings) -> None:  # noqa: ANN001
@@ -133,11 +134,13 @@ def test_idempotency_key(client) -> None:  # noqa: ANN001
     assert len(client.get("/jobs").json()["items"]) == 2
 
 
-def test_concurrent_identical_requests_create_one_job(app, make_key) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("mode", ["open", "owner"])
+def test_concurrent_identical_requests_create_one_job(app, make_key, mode) -> None:  # noqa: ANN001
     from fastapi.testclient import TestClient
 
-    # An owner (not open mode) so the (owner, key) unique constraint arbitrates the race.
-    headers = {**make_key("alice"), "Idempotency-Key": "race"}
+    # With an owner the (owner, key) constraint arbitrates; in open mode (owner NULL) a partial unique index.
+    auth = make_key("alice") if mode == "owner" else {}
+    headers = {**auth, "Idempotency-Key": "race"}
     results: list[tuple[int, str]] = []
     barrier = threading.Barrier(6)
 
@@ -156,7 +159,7 @@ def test_concurrent_identical_requests_create_one_job(app, make_key) -> None:  #
     assert codes == [200] * 5 + [201], results
     assert len({job_id for _, job_id in results}) == 1
     with TestClient(app) as c:
-        assert len(c.get("/jobs", headers=make_key("alice")).json()["items"]) == 1
+        assert len(c.get("/jobs", headers=auth).json()["items"]) == 1
 
 
 def test_transfer_learning_lineage(client, db, finish_job) -> None:  # noqa: ANN001
