@@ -58,6 +58,8 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings) -> Celery:
     celery = Celery("finetune", broker=settings.broker_url, include=["worker.tasks"])
+    if is_filesystem_broker(settings.broker_url):
+        celery.conf.broker_transport = "worker.fs_transport:Transport"  # atomic writes and takes
     celery.conf.update(
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry=True,

@@ -199,12 +199,12 @@ def _run(claim: Claim, settings: Settings, heartbeat: Heartbeat, limit: int | No
                        event_message=f"failed: {message}", level="error",
                        result=_result_body(claim.job_id, result))
             return "failed"
-        finish_job(claim, "cancelled", event_type="cancelled", event_message=f"cancelled at step {result.steps}",
-                   result=_result_body(claim.job_id, result))
+        # the core has reported the "cancelled" event itself
+        finish_job(claim, "cancelled", event_type=None, result=_result_body(claim.job_id, result))
         return "cancelled"
     body = _result_body(claim.job_id, result)
     summary = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items()))
-    finish_job(claim, "succeeded", result=body, event_type="finished",
-               event_message=f"finished after {result.steps} steps" + (f": {summary}" if summary else ""),
+    finish_job(claim, "succeeded", result=body, event_type="succeeded",
+               event_message=f"succeeded after {result.steps} steps" + (f": {summary}" if summary else ""),
                data={"steps": result.steps, "metrics": dict(result.metrics)})
     return "succeeded"

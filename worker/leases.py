@@ -104,7 +104,7 @@ def read_cancel(claim: Claim) -> tuple[bool, bool]:
 
 
 def finish_job(claim: Claim, status: str, *, error_type: str | None = None, error_message: str | None = None,
-               result: dict[str, Any] | None = None, event_type: str, event_message: str,
+               result: dict[str, Any] | None = None, event_type: str | None, event_message: str = "",
                level: str = "info", data: dict | None = None) -> bool:
     """Record the outcome and clear the lease; False (nothing written) when the lease was lost."""
     now = utcnow()
@@ -118,7 +118,8 @@ def finish_job(claim: Claim, status: str, *, error_type: str | None = None, erro
         )
         if updated.rowcount != 1:
             return False
-        add_event(session, claim.job_id, event_type, event_message, level=level, data=data)
+        if event_type is not None:
+            add_event(session, claim.job_id, event_type, event_message, level=level, data=data)
     return True
 
 

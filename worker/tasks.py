@@ -40,8 +40,6 @@ def _init_pool_process(**_: object) -> None:
     reset_engines()
     # SIGTERM to a pool process stops its job at the next step and requeues it (see worker.shutdown).
     signal.signal(signal.SIGTERM, shutdown.handle_sigterm)
-    if os.environ.get("FINETUNE_WORKER_PRELOAD_TORCH", "1") == "1":
-        import torch  # noqa: F401  (seconds to import: pay it once per process, before the first job)
 
 
 @worker_ready.connect

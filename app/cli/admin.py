@@ -54,6 +54,10 @@ def worker(
         "--without-mingle",
         "--without-gossip",
     ]
+    if os.environ.get("FINETUNE_WORKER_PRELOAD", "1") != "0":
+        # Import the training core (torch: seconds) once, before the pool forks: every pool process, and
+        # every restarted one, starts with it loaded, so a job's start does not pay for it.
+        import worker.training.trainer  # noqa: F401
     get_celery_app(settings).worker_main(argv)
 
 
@@ -99,7 +103,7 @@ def keys_create(
 
     key, secret = _service_call(lambda s: create_key(s, name, owner=owner))
     err.print(f"created key {key.id} (prefix {key.prefix}, owner {key.owner}); the secret is shown only once:")
-    console.print(secret)
+    typer.echo(secret)
 
 
 @keys_cli.command("list")

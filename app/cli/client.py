@@ -119,7 +119,7 @@ def submit(
     api = Api(url, key)
     job = api.request("POST", "/jobs", json=body)
     err.print(f"submitted job {job['id']} ({job['status']})")
-    console.print(job["id"])
+    typer.echo(job["id"])
     if watch_:
         raise typer.Exit(follow(api, job["id"]))
 
@@ -143,7 +143,7 @@ def download(
 ) -> None:
     """Download a checkpoint as a tar archive (model.safetensors, config.json, spec.json)."""
     target = Api(url, key).download(f"/jobs/{job}/checkpoints/{checkpoint}/download", output)
-    console.print(str(target))
+    typer.echo(str(target))
 
 
 # --- presentation ---------------------------------------------------------------------------------

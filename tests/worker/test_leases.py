@@ -61,9 +61,9 @@ def test_an_expired_lease_can_be_taken_over_and_the_old_owner_cannot_finish(make
     new = claim_job(job_id, new_lease_owner(), settings)
     assert new is not None and new.attempt == 2
     assert renew_lease(old, settings) == (False, False)
-    assert not finish_job(old, "succeeded", event_type="finished", event_message="x")
+    assert not finish_job(old, "succeeded", event_type="succeeded", event_message="x")
     assert renew_lease(new, settings) == (True, False)
-    assert finish_job(new, "succeeded", result={"ok": 1}, event_type="finished", event_message="done")
+    assert finish_job(new, "succeeded", result={"ok": 1}, event_type="succeeded", event_message="done")
     job = _job(job_id)
     assert job.status == "succeeded" and job.lease_owner is None and job.lease_expires_at is None
     assert job.result == {"ok": 1}
