@@ -86,7 +86,7 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"worker did not become ready:\n{tail(proc.log_path)}")
 
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, sig)

@@ -53,8 +53,8 @@ def test_a_killed_worker_job_is_requeued_and_resumes_from_its_checkpoint(bare_st
     stack = bare_stack
     short_lease = {"FINETUNE_LEASE_SECONDS": "5"}
     first = stack.start_worker(short_lease)
-    job = stack.submit(stack.spec(hyperparameters={"epochs": 30, "max_steps": 400, "batch_size": 16,
-                                                   "checkpoint_every_steps": 40, "keep_checkpoints": 2}))
+    job = stack.submit(stack.spec(hyperparameters={"epochs": 30, "max_steps": 160, "batch_size": 16,
+                                                   "checkpoint_every_steps": 30, "keep_checkpoints": 2}))
 
     def past_a_checkpoint(j: dict) -> bool:
         saved = stack.http.get(f"/jobs/{j['id']}/checkpoints").json()
