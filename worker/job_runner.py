@@ -167,7 +167,12 @@ def _run(claim: Claim, settings: Settings, heartbeat: Heartbeat, limit: int | No
                           upload_checkpoints=store.local_dir(job_prefix(claim.job_id)) is None)
     try:
         config = build_run_config(claim.job_id, settings, store)
-        result = run_training(config, reporter)
+        if config.spec.resources.gpus > 1:  # DDP: torchrun, one process per GPU (gloo CPU processes without)
+            from worker.ddp_launch import run_distributed
+
+            result = run_distributed(config, reporter, nprocs=config.spec.resources.gpus)
+        else:
+            result = run_training(config, reporter)
     except Exception as exc:  # every failure ends the job with a readable reason, never a silent loss
         reporter.close()
         error_type, message = describe_failure(exc)

@@ -104,3 +104,30 @@ def test_a_ranks_error_reaches_the_worker_readably(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="refused on purpose") as caught:
         _distributed(_config(tmp_path, name="fail-on-purpose"), Recorder())
     assert caught.value.field == "hyperparameters.batch_size" and caught.value.type == "invalid_config"
+
+
+def _core_config(tmp_path: Path) -> RunConfig:
+    spec = JobSpec.model_validate({
+        "name": "ddp-core", "task": "classification",
+        "model": {"builtin": "mlp", "config": {"hidden_sizes": [16], "dropout": 0.0}},
+        "data": {"train": "builtin:wine", "validation_split": 0.2},
+        "hyperparameters": {"epochs": 2, "batch_size": 32, "learning_rate": 0.01, "compile": False, "seed": 0},
+        "resources": {"gpus": 2},
+    })
+    return RunConfig(spec=spec, output_dir=tmp_path / "out", device="cpu")
+
+
+@pytest.mark.slow
+def test_the_training_core_on_two_gloo_processes_matches_one_process(tmp_path: Path) -> None:
+    """The real recipe (run_training) under torchrun: same curves and metrics as one process, one reporter."""
+    from worker.training import run_training
+
+    single, double = Recorder(), Recorder()
+    one = run_training(_core_config(tmp_path / "one"), single)
+    two = run_distributed(_core_config(tmp_path / "two"), double, nprocs=2)
+    assert two.status == one.status == "succeeded" and two.steps == one.steps
+    for name in ("train_loss", "val_loss", "val_accuracy"):
+        assert math.isclose(two.metrics[name], one.metrics[name], rel_tol=1e-3, abs_tol=1e-5), name
+    assert [s for s, _ in double.metric_steps] == [s for s, _ in single.metric_steps]  # rank 0 only
+    assert [c.name for c in double.checkpoints] == [c.name for c in single.checkpoints]
+    assert all(c.path.is_dir() for c in double.checkpoints if c.name == two.final_checkpoint)

@@ -22,13 +22,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class TrainBatches:
-    def __init__(self, tensors: Tensors, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(self, tensors: Tensors, batch_size: int, seed: int, device: torch.device,
+                 shard: tuple[int, int] | None = None) -> None:
         self.tensors = {k: v.to(device) for k, v in tensors.items()}
         self.n = num_rows(tensors)
         self.batch_size = min(batch_size, self.n)
         self.seed = seed
         self.device = device
         self._order: tuple[int, torch.Tensor] | None = None
+        # DDP (distributed.py): (rank, world_size). Every rank draws the same global batch and keeps rows
+        # rank, rank + W, ...: the ranks' parts together are exactly the single-process batch.
+        self.shard = shard
 
     def __len__(self) -> int:
         """Full batches per epoch."""
@@ -42,6 +46,9 @@ class TrainBatches:
 
     def batch(self, epoch: int, index: int) -> Tensors:
         rows = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        if self.shard is not None:
+            rank, world = self.shard
+            rows = rows[rank::world]
         return {k: v[rows] for k, v in self.tensors.items()}
 
 

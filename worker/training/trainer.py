@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .batches import TrainBatches
 from .compile import CompiledModel, compile_cache
 from .config import RunConfig
@@ -59,7 +60,8 @@ class Recipe:
 
     def setup(self) -> None:
         spec, hp, reg, cfg = self.spec, self.hp, self.reg, self.config
-        self.device = resolve_device(cfg.device)
+        self.ddp = distributed.current()  # set when launched by worker/ddp_launch.py (resources.gpus > 1)
+        self.device = self.ddp.device if self.ddp else resolve_device(cfg.device)
         self.precision = resolve_precision(hp.precision, self.device)
 
         # model description first: it decides the input kind, the tokenizer and the context length
@@ -85,7 +87,13 @@ class Recipe:
                               "(data.validation or data.validation_split > 0)",
                               field="hyperparameters.early_stopping_patience")
 
-        self.batches = TrainBatches(data.train, hp.batch_size, hp.seed, self.device)
+        if self.ddp:
+            distributed.per_rank_batch_size(min(hp.batch_size, num_rows(data.train)), self.ddp)  # divisible?
+            if spec.freeze.unfreeze_after_epochs is not None:  # DDP syncs only what trains when it wraps
+                raise ConfigError("freeze.unfreeze_after_epochs is not supported with resources.gpus > 1",
+                                  field="freeze.unfreeze_after_epochs")
+        self.batches = TrainBatches(data.train, hp.batch_size, hp.seed, self.device,
+                                    shard=(self.ddp.rank, self.ddp.world_size) if self.ddp else None)
         self.val = {k: v.to(self.device) for k, v in data.val.items()} if data.val else None
         self.steps_per_epoch = len(self.batches) // hp.gradient_accumulation_steps
         if self.steps_per_epoch == 0:
@@ -113,7 +121,9 @@ class Recipe:
             self._restore(resume_from)
         self._refresh_trainable()
         # after freezing (and any unfreezing a resume restored): the graph knows what trains
-        self.runner = CompiledModel(self.model, hp.compile, hp.compile_mode)
+        # DDP wraps the frozen model (rank 0's weights to all, gradients averaged); compile wraps DDP
+        self.runner = CompiledModel(distributed.wrap(self.model, self.ddp) if self.ddp else self.model,
+                                    hp.compile, hp.compile_mode)
         if hp.compile and not self.runner.is_compiled:
             self._warn_compile(self.runner.error or "torch.compile is unavailable")
 
@@ -299,6 +309,8 @@ class Recipe:
         values = torch.stack([self.window[n] for n in names]).tolist() if names else []  # one sync
         self._check_finite()
         metrics = {n: v / max(self.window_steps, 1) for n, v in zip(names, values)}
+        if self.ddp:  # each rank saw its part of the batch: the mean over ranks is the batch's
+            metrics = distributed.mean_over_ranks(metrics, self.ddp)
         metrics["lr"] = lr
         self.train_metrics = {k: v for k, v in metrics.items() if k == "train_loss"}
         self.reporter.metrics(self.step, metrics)
@@ -349,6 +361,9 @@ class Recipe:
         self._check_finite()
         if is_best:
             self.best_checkpoint = ckpt.checkpoint_name(self.step)
+        if self.ddp and not self.ddp.is_main:  # rank 0 writes; the others keep the same bookkeeping
+            self.last_saved = ckpt.checkpoint_name(self.step)
+            return self.last_saved
         metrics = {**self.train_metrics, **self.val_metrics}
         written = ckpt.save_checkpoint(self.config.output_dir, self.step, self.model,
                                        self._checkpoint_config(metrics), self._training_state())
