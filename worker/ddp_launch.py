@@ -105,6 +105,17 @@ class _Relay:
             self.outcome = {"call": call, **msg}
 
 
+def _die_with_parent() -> None:
+    """Linux: torchrun gets SIGTERM if the worker process dies (even by SIGKILL), and stops its ranks;
+    a killed worker must never leave a training run holding the GPUs."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def torchrun_command(nprocs: int, workdir: Path) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
             f"--nproc-per-node={nprocs}", "-m", "worker.ddp_launch", str(workdir)]
@@ -131,7 +142,7 @@ def _run(config: RunConfig, reporter: Reporter, nprocs: int, entry: str, env: di
     child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with log.open("ab") as out:
         proc = subprocess.Popen(torchrun_command(nprocs, workdir), cwd=ROOT, env=child_env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     try:
         while proc.poll() is None:
             relay.pump()
