@@ -1,7 +1,8 @@
 """One place that turns exceptions into responses, all shaped {"detail": ...}.
 
 - AppError: its own status and detail (business errors are never 500s).
-- FastAPI's RequestValidationError keeps its default 422 with loc/msg/type.
+- FastAPI's RequestValidationError keeps its default 422 with loc/msg/type; a body FastAPI cannot even
+  decode (not UTF-8) is the same 422 json_invalid, not its generic 400.
 - A database that cannot be reached (or is locked): 503, so clients retry instead of giving up.
 - Values the database refuses (out of range): 422.
 - The artifact store failing: 503.
@@ -13,7 +14,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -51,12 +54,21 @@ async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
     return _json(503, "artifact store unavailable; try again shortly", {"Retry-After": "5"})
 
 
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # FastAPI answers 400 "There was an error parsing the body" when a body cannot be decoded at all
+    # (invalid UTF-8); a malformed body is a 422 like any other JSON that does not parse.
+    if exc.status_code == 400 and isinstance(exc.__cause__, (UnicodeDecodeError, ValueError)):
+        return _json(422, [{"loc": ["body"], "msg": "the body is not valid UTF-8 JSON", "type": "json_invalid"}])
+    return await http_exception_handler(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
     return _json(500, "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
     app.add_exception_handler(DBAPIError, _database_error)  # type: ignore[arg-type]
     app.add_exception_handler(PoolTimeout, _pool_timeout)  # type: ignore[arg-type]

@@ -17,6 +17,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="finetune-service",
         version="0.1.0",
         description="Fine-tune PyTorch models over REST. Authenticate with `Authorization: Bearer <key>` when keys exist.",
+        # served by app.docs instead, behind the API-key rule (only /health stays open)
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings or get_settings()
     app.state.store = None  # built on first use (deps.get_artifact_store)

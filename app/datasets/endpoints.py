@@ -16,7 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..deps import OwnerDep, SessionDep, SettingsDep, StoreDep
-from ..errors import AppError, PayloadTooLarge, Unprocessable
+from ..errors import PayloadTooLarge, Unprocessable
 from . import service
 from .schemas import DatasetPage, DatasetRead
 
@@ -82,7 +82,7 @@ async def _parse_upload(request: Request, limit: int) -> tuple[UploadFile, str |
     try:
         form = await MultiPartParser(request.headers, _capped(request, limit), max_files=1, max_fields=5).parse()
     except MultiPartException as exc:
-        raise AppError(f"malformed multipart body: {exc.message}") from None
+        raise Unprocessable(["body"], f"malformed multipart body: {exc.message}", "multipart_invalid") from None
     files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
     upload = form.get("file")
     if not isinstance(upload, UploadFile):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from .models import Checkpoint, Job, JobEvent
 
@@ -113,8 +113,18 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 
+# A [step, value] pair. Documented as a two-item array of numbers rather than with prefixItems: OpenAPI
+# tooling that converts 3.1 schemas for older validators (schemathesis among them) mangles prefixItems.
+MetricPair = Annotated[
+    tuple[int, float | None],
+    WithJsonSchema({"type": "array", "minItems": 2, "maxItems": 2,
+                    "items": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+                    "description": "[step (an integer), value (null when not finite)]"}),
+]
+
+
 class MetricSeries(BaseModel):
-    series: dict[str, list[tuple[int, float | None]]] = Field(
+    series: dict[str, list[MetricPair]] = Field(
         description="per metric name, [step, value] pairs in step order (null for a non-finite value)"
     )
 

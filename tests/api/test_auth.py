@@ -107,13 +107,15 @@ def test_every_route_needs_a_key_and_owners_are_isolated(client, make_key, db) -
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
 
 
-def test_health_ready_and_docs_stay_open(client, make_key) -> None:  # noqa: ANN001
-    make_key("alice")
+def test_only_health_stays_open(client, make_key) -> None:  # noqa: ANN001
+    assert client.get("/openapi.json").status_code == 200  # open mode: everything is open
+    alice = make_key("alice")
     assert client.get("/health").json() == {"status": "ok"}
-    assert client.get("/ready").status_code == 200
-    assert client.get("/openapi.json").status_code == 200
-    assert client.get("/docs").status_code == 200
-    schemes = client.get("/openapi.json").json()["components"]["securitySchemes"]
+    for path in ("/ready", "/openapi.json", "/docs"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=alice).status_code == 200, path
+    assert client.get("/redoc").status_code == 404
+    schemes = client.get("/openapi.json", headers=alice).json()["components"]["securitySchemes"]
     assert schemes["HTTPBearer"]["scheme"] == "bearer"
 
 
