@@ -3,6 +3,10 @@
 Metrics are buffered and upserted in batches keyed by (job, name, step), so a run resumed from a checkpoint
 overwrites the points it repeats instead of duplicating them, and a step costs no transaction. Progress is
 written with the same throttle; events and checkpoints are written at once (they are rare).
+
+A short database outage does not fail the run: a metrics flush that cannot reach the database keeps its
+buffer for the next one, and an event or checkpoint row is retried for up to half a lease (the heartbeat
+keeps the lease meanwhile) before the error is let through.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope, utcnow
@@ -22,6 +27,28 @@ from app.storage import ArtifactStore, checkpoint_prefix
 from worker.training.reporting import CheckpointInfo, Level
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database could not be reached (as opposed to a statement it refused)."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def retry_outage(write: Callable[[], T], budget_seconds: float, what: str) -> T:
+    """Run a write, retrying it while the database is unreachable, for up to budget_seconds."""
+    deadline = time.monotonic() + budget_seconds
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        except DBAPIError as exc:
+            if not is_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable while writing %s; retrying in %.1f s", what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
@@ -47,6 +74,7 @@ class DbReporter:
         self.job_id = job_id
         self.lease_owner = lease_owner
         self.flush_seconds = settings.metrics_flush_seconds
+        self.outage_budget = settings.lease_seconds / 2
         self._should_stop = should_stop
         self._store = store
         self._upload = upload_checkpoints
@@ -69,32 +97,42 @@ class DbReporter:
         self._maybe_flush()
 
     def event(self, level: Level, type: str, message: str, data: dict[str, Any] | None = None) -> None:
-        with session_scope() as session:
-            session.add(JobEvent(job_id=self.job_id, level=level, type=type, message=message, data=data))
+        def write() -> None:
+            with session_scope() as session:
+                session.add(JobEvent(job_id=self.job_id, level=level, type=type, message=message, data=data))
+
+        retry_outage(write, self.outage_budget, f"event {type}")
 
     def checkpoint_saved(self, info: CheckpointInfo) -> None:
         prefix = checkpoint_prefix(self.job_id, info.name)
         if self._upload and self._store is not None:
             self._store.upload_dir(info.path, prefix)
-        self.flush()  # the metrics up to a checkpoint are stored before the checkpoint is listed
+        retry_outage(self.flush, self.outage_budget, "metrics")  # stored before the checkpoint is listed
         row = {
             "id": new_id(), "job_id": self.job_id, "name": info.name, "step": info.step, "epoch": info.epoch,
             "metrics": dict(info.metrics), "size_bytes": info.size_bytes, "sha256": info.sha256,
             "storage_key": prefix, "is_best": info.is_best, "is_final": info.is_final, "created_at": utcnow(),
         }
-        with session_scope() as session:
-            if info.is_best:  # one best per job
-                session.execute(
-                    update(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.name != info.name)
-                    .values(is_best=False).execution_options(synchronize_session=False)
-                )
-            upsert(session, Checkpoint, [row], ["job_id", "name"],
-                   ["step", "epoch", "metrics", "size_bytes", "sha256", "storage_key", "is_best", "is_final",
-                    "created_at"])
+
+        def write() -> None:
+            with session_scope() as session:
+                if info.is_best:  # one best per job
+                    session.execute(
+                        update(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.name != info.name)
+                        .values(is_best=False).execution_options(synchronize_session=False)
+                    )
+                upsert(session, Checkpoint, [row], ["job_id", "name"],
+                       ["step", "epoch", "metrics", "size_bytes", "sha256", "storage_key", "is_best", "is_final",
+                        "created_at"])
+
+        retry_outage(write, self.outage_budget, f"checkpoint {info.name}")
 
     def checkpoint_removed(self, name: str) -> None:
-        with session_scope() as session:
-            session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.name == name))
+        def write() -> None:
+            with session_scope() as session:
+                session.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.name == name))
+
+        retry_outage(write, self.outage_budget, f"removal of checkpoint {name}")
         if self._upload and self._store is not None:
             self._store.delete_prefix(checkpoint_prefix(self.job_id, name))
 
@@ -105,7 +143,13 @@ class DbReporter:
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
-            self.flush()
+            try:
+                self.flush()
+            except DBAPIError as exc:
+                if not is_outage(exc):
+                    raise
+                # keep the buffer (flush clears it only after a commit) and train on; the next flush retries
+                log.warning("metrics flush for job %s: database unreachable; kept for the next flush", self.job_id)
 
     def flush(self) -> None:
         """Write buffered metric points, progress and latest metrics in one transaction."""
@@ -134,6 +178,6 @@ class DbReporter:
 
     def close(self) -> None:
         try:
-            self.flush()
+            retry_outage(self.flush, self.outage_budget, "metrics")
         except Exception:  # the outcome must still be recorded
             log.warning("final metrics flush for job %s failed", self.job_id, exc_info=True)

@@ -6,6 +6,7 @@ costs one UPDATE and nothing more.
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ OOM_ADVICE = (
     "(and raise hyperparameters.gradient_accumulation_steps to keep the effective batch size), "
     "lower data.max_length, or use a smaller model"
 )
+
+
+# torch's CPU allocator says "can't allocate memory" / "not enough memory" (CUDA says "out of memory")
+OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
+# a full disk, a file-size quota, a read-only or unwritable store
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _local(store: ArtifactStore, key: str, scratch: Path) -> Path:
@@ -109,8 +116,12 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
         return exc.type, message
     name = type(exc).__name__
     text = str(exc)
-    if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or "out of memory" in text.lower():
+    if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or any(m in text.lower() for m in OOM_MARKERS):
         return "out_of_memory", f"{OOM_ADVICE} ({name}: {text})" if text else OOM_ADVICE
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return "storage_error", (f"the artifact store refused a write: {exc.strerror or text}{where}; free space "
+                                 "or fix its permissions, then resubmit (checkpoints written before are kept)")
     return name, text or name
 
 
