@@ -19,7 +19,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -89,7 +89,14 @@ def remove_partial(output_dir: Path) -> list[str]:
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     # the eager module's own state dict: a compiled wrapper would prefix every key with `_orig_mod.`
     model = getattr(model, "_orig_mod", model)
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu").contiguous()
+        # tied weights (GPT-2's lm_head and wte) share memory, which safetensors refuses: store a copy
+        key = v.untyped_storage().data_ptr()
+        state[k] = v.clone() if key in seen and v.numel() else v
+        seen.add(key)
+    return state
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -105,8 +112,10 @@ def _fsync(path: Path) -> None:
 
 
 def save_checkpoint(
-    output_dir: Path, step: int, model: nn.Module, config: dict[str, Any], state: dict[str, Any] | None
+    output_dir: Path, step: int, model: nn.Module, config: dict[str, Any], state: dict[str, Any] | None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Written:
+    """`extra(folder)` writes more files into the checkpoint before it is complete (models.checkpoint_exporter)."""
     root = checkpoints_root(output_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
@@ -119,6 +128,8 @@ def save_checkpoint(
         if state is not None:
             torch.save(state, tmp / STATE_FILE)
             _fsync(tmp / STATE_FILE)
+        if extra is not None:
+            extra(tmp)
         final = root / name
         if final.exists():  # a stale checkpoint of the same step (a restarted run): replace it whole
             stale = root / f".tmp-stale-{name}-{uuid.uuid4().hex[:8]}"
@@ -129,7 +140,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     digest = hashlib.sha256((final / MODEL_FILE).read_bytes()).hexdigest()
-    size = sum(f.stat().st_size for f in final.iterdir() if f.is_file())
+    size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
     return Written(name, final, step, size, digest)
 
 

@@ -21,7 +21,7 @@ import torch
 from .datasets import Corpus, InputKind, Source, Table, TextRows, load_source
 from .reporting import ConfigError
 from .spec import JobSpec
-from .tokenizer import CharTokenizer, Tokenizer, tokenizer_from_config
+from .tokenizer import CharTokenizer, Tokenizer, encode_truncated, tokenizer_from_config
 
 IGNORE_INDEX = -100
 Tensors = dict[str, torch.Tensor]
@@ -81,7 +81,8 @@ class DataInfo:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> DataInfo:
+    def from_config(cls, config: dict[str, Any], directory: Path | None = None) -> DataInfo:
+        """`directory`: the checkpoint folder, where a Hugging Face tokenizer's files are."""
         inp = config["input"]
         fs, ts, tok = config.get("feature_standardization"), config.get("target_standardization"), config.get("tokenizer")
         return cls(
@@ -94,7 +95,7 @@ class DataInfo:
             labels=config.get("labels"),
             features=Standardization(**fs) if fs else None,
             target=Standardization(**ts) if ts else None,
-            tokenizer=tokenizer_from_config(tok) if tok else None,
+            tokenizer=tokenizer_from_config(tok, directory) if tok else None,
         )
 
 
@@ -210,7 +211,7 @@ class _Preparer:
         ids = torch.full((len(rows.texts), T), pad, dtype=torch.long)
         mask = torch.zeros((len(rows.texts), T), dtype=torch.long)
         for i, text in enumerate(rows.texts):
-            tokens = self.tokenizer.encode(text)[:T]  # type: ignore[union-attr]
+            tokens = encode_truncated(self.tokenizer, text, T)  # type: ignore[arg-type]
             if tokens:
                 ids[i, : len(tokens)] = torch.tensor(tokens)
                 mask[i, : len(tokens)] = 1
@@ -251,6 +252,10 @@ def prepare_data(
     p = _Preparer(spec, input_kind, block_size, tokenizer, features)
     content = train_src.content
     split = 0.0 if val_src else d.validation_split
+    from .text_data import Examples, prepare_examples
+
+    if isinstance(content, Examples):  # causal LM with prompts that are not learned
+        return prepare_examples(p, train_src, val_src, split, seed)
 
     if isinstance(content, Corpus):
         texts = [content.text] + ([val_src.content.text] if val_src else [])  # type: ignore[union-attr]

@@ -49,7 +49,7 @@ class Source:
 
     ref: str
     field: str  # "data.train" | "data.validation"
-    content: Table | TextRows | Corpus
+    content: Table | TextRows | Corpus | Any  # Any: text_data.Examples
     notes: list[str] = field(default_factory=list)
 
 
@@ -197,8 +197,10 @@ def load_source(
         rows = read_records(Path(path), fmt)
     except (OSError, ValueError) as e:  # DatasetFileError is a ValueError naming the line
         raise ConfigError(f"{field}: dataset {ref} cannot be read: {e}", field=field) from e
-    if task == "causal_lm":
-        return Source(ref, field, corpus_from_records(rows, text_field, field))
+    if task == "causal_lm":  # a corpus (text column), or prompt/completion and chat examples (text_data.py)
+        from .text_data import causal_lm_content
+
+        return Source(ref, field, causal_lm_content(rows, text_field, field))
     if input_kind == "tokens":
         return Source(ref, field, text_rows_from_records(rows, text_field, label_field, field))
     return Source(ref, field, table_from_records(rows, label_field, field))

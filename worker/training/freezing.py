@@ -27,8 +27,15 @@ class FreezePlan:
         return bool(self.frozen) and self.unfreeze_after_epochs is not None and epoch >= self.unfreeze_after_epochs
 
 
+def canonical_name(name: str) -> str:
+    """A parameter's name as the unwrapped model has it: LoRA (peft) adds `base_model.model.` in front and
+    moves a wrapped layer's weight to `.base_layer.`; patterns are written against the plain names."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
 def _matches(name: str, pattern: str) -> bool:
     # "encoder.layer.0" names a module: it matches everything under it as well as itself
+    name = canonical_name(name)
     return fnmatchcase(name, pattern) or fnmatchcase(name, pattern.rstrip(".*") + ".*")
 
 
@@ -41,8 +48,12 @@ def _check_matches(names: list[str], patterns: list[str], where: str) -> None:
 
 
 def plan_freeze(model: nn.Module, spec: FreezeSpec) -> FreezePlan:
-    """Decide (and validate) what to freeze without touching the model."""
+    """Decide (and validate) what to freeze without touching the model.
+
+    Parameters that arrive frozen (LoRA's base weights) stay frozen and are not part of the plan (gradual
+    unfreezing never unfreezes them)."""
     names = [n for n, _ in model.named_parameters()]
+    prefrozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     _check_matches(names, spec.patterns, "freeze.patterns")
     frozen = {n for n in names if any(_matches(n, p) for p in spec.patterns)}
     if spec.train_only is not None:
@@ -58,16 +69,16 @@ def plan_freeze(model: nn.Module, spec: FreezeSpec) -> FreezePlan:
                               f"{len(layers)} layers", field="freeze.first_n_layers")
         extra = getattr(model, "frozen_with_first_layers", lambda: [])()
         prefixes = tuple(layers[: spec.first_n_layers]) + tuple(extra)
-        frozen |= {n for n in names if n.startswith(prefixes)}
-    if frozen and len(frozen) == len(names):
+        frozen |= {n for n in names if canonical_name(n).startswith(prefixes)}
+    if frozen and len(frozen | prefrozen) == len(names):
         raise ConfigError("freeze: every parameter would be frozen; nothing would train", field="freeze")
-    return FreezePlan([n for n in names if n in frozen], spec.unfreeze_after_epochs)
+    return FreezePlan([n for n in names if n in frozen and n not in prefrozen], spec.unfreeze_after_epochs)
 
 
 def apply_freeze(model: nn.Module, plan: FreezePlan) -> None:
     frozen = set(plan.frozen)
     for name, p in model.named_parameters():
-        p.requires_grad_(name not in frozen)
+        p.requires_grad_(p.requires_grad and name not in frozen)
 
 
 def unfreeze(model: nn.Module, plan: FreezePlan) -> list[nn.Parameter]:

@@ -24,11 +24,43 @@ from .models import build_model
 
 
 def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint directory as a ready model in eval mode, and its config.json."""
+    """A checkpoint directory as a ready model in eval mode (LoRA merged in), and its config.json."""
     config = read_config(Path(path))
-    model = build_model(config["model"], DataInfo.from_config(config))
-    load_weights(model, Path(path))
+    description = config["model"]
+    if description["kind"] == "huggingface":  # the checkpoint's hf/ folder (models/huggingface.py)
+        from .models.huggingface import load_for_inference as load_huggingface
+
+        model, _ = load_huggingface(Path(path), config, torch.device(device))
+        return model, config
+    model = build_model(description, DataInfo.from_config(config))
+    if description.get("lora"):  # the state dict is the adapted model's: wrap the same way, load, merge
+        from .lora import apply_lora, merge_for_inference
+        from .spec import LoraSpec
+
+        model = apply_lora(model, LoraSpec(**description["lora"]), description)
+        load_weights(model, Path(path))
+        model = merge_for_inference(model)
+    else:
+        load_weights(model, Path(path))
     return model.to(device).eval(), config
+
+
+class Predictor:
+    """A checkpoint loaded once, for many predictions (the worker's predict task keeps the last one)."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        self.path, self.device = Path(path), torch.device(device)
+        self.model, self.config = load_for_inference(path, self.device)
+        self.info = DataInfo.from_config(self.config, self.path)
+
+    def predict(self, inputs: list[Any], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                top_k: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+        if self.config["model"]["kind"] == "huggingface":
+            from .models.huggingface import predict_loaded
+
+            return predict_loaded(self.model, self.info.tokenizer, self.info, inputs, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_k=top_k, seed=seed, device=self.device)
+        return _predict_builtin(self.model, self.info, inputs, max_new_tokens, temperature, top_k, seed, self.device)
 
 
 def _vector(value: Any, info: DataInfo, i: int) -> list[float]:
@@ -74,12 +106,17 @@ def predict(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
-    """Predictions of a builtin-model checkpoint for a list of inputs (see the module docstring)."""
-    model, config = load_for_inference(model_dir, device)
-    info = DataInfo.from_config(config)
+    """Predictions of a checkpoint for a list of inputs (see the module docstring)."""
+    return Predictor(model_dir, device).predict(inputs, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                top_k=top_k, seed=seed)
+
+
+@torch.no_grad()
+def _predict_builtin(model: nn.Module, info: DataInfo, inputs: list[Any], max_new_tokens: int, temperature: float,
+                     top_k: int | None, seed: int, device: torch.device) -> list[dict[str, Any]]:
     if info.task == "causal_lm":
-        return _generate(model, info, inputs, max_new_tokens, temperature, top_k, seed, torch.device(device))
-    out = model(**_tensor_inputs(inputs, info, torch.device(device))).float()
+        return _generate(model, info, inputs, max_new_tokens, temperature, top_k, seed, device)
+    out = model(**_tensor_inputs(inputs, info, device)).float()
     if info.task == "regression":
         mean, std = (info.target.mean[0], info.target.std[0]) if info.target else (0.0, 1.0)
         return [{"value": float(v) * std + mean} for v in out.reshape(-1)]

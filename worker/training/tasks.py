@@ -32,8 +32,8 @@ def data_loss(task: str, logits: torch.Tensor, labels: torch.Tensor, label_smoot
     logits = logits.float()
     if task == "classification":
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    if task == "regression":
-        return F.mse_loss(logits, labels)
+    if task == "regression":  # a (B, 1) head (Hugging Face) against (B,) targets
+        return F.mse_loss(logits.reshape(labels.shape), labels)
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
@@ -69,6 +69,7 @@ def _accumulate(t: _Totals, info: DataInfo, logits: torch.Tensor, labels: torch.
         t.correct += (logits.argmax(-1) == labels).sum()
         t.count += len(labels)
     elif info.task == "regression":
+        logits = logits.reshape(labels.shape)
         t.loss += F.mse_loss(logits, labels, reduction="sum")
         scale = info.target.std[0] if info.target else 1.0
         diff = (logits - labels) * scale

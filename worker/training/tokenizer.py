@@ -7,6 +7,7 @@ sorted order, so the same text always gives the same vocabulary.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 PAD = "<pad>"
@@ -61,8 +62,21 @@ class CharTokenizer:
         return {"type": "char", "vocab": self.itos, "pad_id": self.pad_id, "unk_id": self.unk_id}
 
 
-def tokenizer_from_config(config: dict[str, Any]) -> Tokenizer:
+def encode_truncated(tokenizer: Tokenizer, text: str, max_length: int) -> list[int]:
+    """A classifier's input of at most max_length tokens (a Hugging Face tokenizer keeps [CLS] ... [SEP])."""
+    own = getattr(tokenizer, "encode_truncated", None)
+    return own(text, max_length) if own is not None else tokenizer.encode(text)[:max_length]
+
+
+def tokenizer_from_config(config: dict[str, Any], directory: Path | None = None) -> Tokenizer:
+    """`directory`: the checkpoint folder; a Hugging Face tokenizer's files are in its config["dir"]."""
     kind = config.get("type")
     if kind == "char":
         return CharTokenizer(config["vocab"][2:])
+    if kind == "huggingface":
+        if directory is None:
+            raise ValueError("a Hugging Face tokenizer loads from its checkpoint folder; pass the directory")
+        from .models.huggingface import tokenizer_from_dir
+
+        return tokenizer_from_dir(Path(directory) / config["dir"])
     raise ValueError(f"unknown tokenizer type {kind!r}")

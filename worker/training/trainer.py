@@ -20,8 +20,9 @@ from .compile import CompiledModel, compile_cache
 from .config import RunConfig
 from .data import DataInfo, num_rows, prepare_data
 from .freezing import FreezePlan, apply_freeze, plan_freeze, trainable_summary, unfreeze
-from .models import block_size, build_model, describe_model, input_kind, resolve_description
-from .models.transfer import load_matching, read_base_config
+from .models import (block_size, build_model, checkpoint_exporter, describe_model, input_kind, load_base_weights,
+                     model_tokenizer, resolve_description)
+from .models.transfer import read_base_config
 from .optim import LrSchedule, add_parameters, build_optimizer, decayed_parameters
 from .precision import resolve_device, resolve_precision
 from .regularization import override_dropout, penalties
@@ -71,11 +72,11 @@ class Recipe:
                 raise ConfigError("model.from_job: the worker did not provide the base checkpoint",
                                   field="model.from_job")
             base = read_base_config(cfg.base_checkpoint)
-        description = describe_model(spec, base)
-        base_info = DataInfo.from_config(base) if base else None
+        description = describe_model(spec, base, allow_hub_downloads=cfg.allow_hub_downloads)
+        base_info = DataInfo.from_config(base, cfg.base_checkpoint) if base else None
         data = prepare_data(
             spec, cfg.datasets, input_kind(description), block_size=block_size(description),
-            tokenizer=base_info.tokenizer if base_info else None,
+            tokenizer=base_info.tokenizer if base_info else model_tokenizer(description, cfg.allow_hub_downloads),
             features=base_info.features if base_info else None,
         )
         self.info = data.info
@@ -105,13 +106,19 @@ class Recipe:
 
         # model: build (seeded), transfer weights, dropout, freeze -- then optimizer, then compile
         torch.manual_seed(hp.seed)
-        model = build_model(self.description, data.info)
-        transfer = load_matching(model, cfg.base_checkpoint) if base else None
+        model = build_model(self.description, data.info, base_checkpoint=cfg.base_checkpoint if base else None,
+                            allow_hub_downloads=cfg.allow_hub_downloads)
+        transfer = load_base_weights(model, self.description, cfg.base_checkpoint) if base else None
         if reg.dropout is not None:
             override_dropout(model, reg.dropout)
+        if spec.lora is not None:  # adapters after the weights are final, before freezing (lora.py)
+            from .lora import apply_lora
+
+            model = apply_lora(model, spec.lora, self.description)
         self.freeze: FreezePlan = plan_freeze(model, spec.freeze)
         apply_freeze(model, self.freeze)
         self.model = model.to(self.device)
+        self.exporter = checkpoint_exporter(self.model, self.description, data.info.tokenizer)  # hf/, adapter/
         self.optimizer = build_optimizer(self.model, hp, reg, self.device)
         self.scaler = self.precision.grad_scaler()
 
@@ -366,7 +373,7 @@ class Recipe:
             return self.last_saved
         metrics = {**self.train_metrics, **self.val_metrics}
         written = ckpt.save_checkpoint(self.config.output_dir, self.step, self.model,
-                                       self._checkpoint_config(metrics), self._training_state())
+                                       self._checkpoint_config(metrics), self._training_state(), extra=self.exporter)
         self.last_saved = written.name
         info = CheckpointInfo(name=written.name, path=written.path, step=self.step, epoch=self.epoch,
                               metrics=metrics, size_bytes=written.size_bytes, sha256=written.sha256,
