@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,15 @@ def runtime_limit(spec_limit: int | None, settings: Settings) -> int | None:
     return min(limits) if limits else None
 
 
+def _storage_errno(exc: BaseException) -> int | None:
+    """The errno of a full or unwritable store: an OSError's, or one a native writer (safetensors' Rust
+    I/O) reports only in its text as "(os error N)"."""
+    if isinstance(exc, OSError):
+        return exc.errno if exc.errno in STORAGE_ERRNOS else None
+    match = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(match.group(1)) if match and int(match.group(1)) in STORAGE_ERRNOS else None
+
+
 def describe_failure(exc: BaseException) -> tuple[str, str]:
     """(error type, a message the user can act on)."""
     if isinstance(exc, TrainingError):
@@ -118,9 +129,9 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
     text = str(exc)
     if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or any(m in text.lower() for m in OOM_MARKERS):
         return "out_of_memory", f"{OOM_ADVICE} ({name}: {text})" if text else OOM_ADVICE
-    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return "storage_error", (f"the artifact store refused a write: {exc.strerror or text}{where}; free space "
+    if (code := _storage_errno(exc)) is not None:
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        return "storage_error", (f"the artifact store refused a write: {os.strerror(code)}{where}; free space "
                                  "or fix its permissions, then resubmit (checkpoints written before are kept)")
     return name, text or name
 
