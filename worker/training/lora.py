@@ -49,4 +49,14 @@ def _linear_names(model: nn.Module) -> list[str]:
 
 def merge_for_inference(model: nn.Module) -> nn.Module:
     """A loaded LoRA model as a plain module with the adapters merged in (inference is then as fast)."""
-    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    inner = model.get_base_model()
+    config = getattr(inner, "config", None)
+    if config is not None and hasattr(config, "model_dump"):  # a builtin's pydantic config: peft reads dicts
+        inner.config = config.model_dump()
+        try:
+            return model.merge_and_unload()
+        finally:
+            inner.config = config
+    return model.merge_and_unload()
