@@ -52,6 +52,12 @@ def _local(store: ArtifactStore, key: str, scratch: Path) -> Path:
 
 
 def resolve_base_checkpoint(session, job: Job, ref: FromJobModel) -> Checkpoint:  # noqa: ANN001
+    if job.base_checkpoint_id is not None:  # resolved at submission (best/last -> an id): the lineage holds
+        stored = session.get(Checkpoint, job.base_checkpoint_id)
+        if stored is None:
+            raise ConfigError(f"model.from_job: checkpoint {job.base_checkpoint_id} of job {job.base_job_id} no "
+                              "longer exists (deleted?)", field="model.checkpoint")
+        return stored
     base = session.get(Job, ref.from_job)
     if base is None or base.owner != job.owner:
         raise ConfigError(f"model.from_job: job {ref.from_job} not found", field="model.from_job")
