@@ -73,11 +73,16 @@ def _header(name: str, size: int, mtime: float) -> bytes:
     return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
+PRIVATE_FILES = frozenset({"training_state.pt"})
+
+
 def open_checkpoint_archive(store: ArtifactStore, job: Job, checkpoint: Checkpoint) -> CheckpointArchive | None:
     """Open every file of the checkpoint now (so a checkpoint rotated away mid-download on a local disk
     stays readable), or None when the store holds no files for it."""
     prefix = checkpoint_prefix(job.id, checkpoint.name)
-    keys = store.list(prefix)
+    # The resume state (optimizer, RNG) is the service's own and in torch's pickle-based format: users
+    # get safetensors and JSON only, so nothing they download ever needs unpickling.
+    keys = [key for key in store.list(prefix) if key.rsplit("/", 1)[-1] not in PRIVATE_FILES]
     if not keys:
         return None
     top = f"{job.id}-{checkpoint.name}"

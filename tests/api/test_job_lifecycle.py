@@ -165,7 +165,8 @@ def test_checkpoints_list_and_streamed_download(client, db, settings, finish_job
     weights = bytes(range(256)) * 5000  # > 1 MiB: several chunks
     first = _checkpoint(db, root, job_id, 10, {"model.safetensors": b"old", "config.json": b"{}"}, is_best=True)
     last = _checkpoint(db, root, job_id, 20, {"model.safetensors": weights, "config.json": b'{"a": 1}',
-                                                "hf/config.json": b"{}"}, is_final=True)
+                                                "hf/config.json": b"{}", "training_state.pt": b"resume"},
+                       is_final=True)
     finish_job(job_id, "succeeded", result={"best_checkpoint_id": first, "final_checkpoint_id": last, "metrics": {}})
 
     listed = client.get(f"/jobs/{job_id}/checkpoints").json()
@@ -187,7 +188,7 @@ def test_checkpoints_list_and_streamed_download(client, db, settings, finish_job
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
         top = f"{job_id}-{name}"
-        if expected == last:
+        if expected == last:  # the resume state (torch's pickle format) is never handed out
             assert set(members) == {f"{top}/model.safetensors", f"{top}/config.json", f"{top}/hf/config.json",
                                     f"{top}/spec.json"}
             assert members[f"{top}/model.safetensors"] == weights
