@@ -4,5 +4,6 @@ from .datasets.models import Dataset
 from .db import Base
 from .jobs.models import Checkpoint, Job, JobDataset, JobEvent, MetricPoint
 from .keys.models import ApiKey
+from .predictions.models import Prediction
 
-__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobDataset", "JobEvent", "MetricPoint"]
+__all__ = ["ApiKey", "Base", "Checkpoint", "Dataset", "Job", "JobDataset", "JobEvent", "MetricPoint", "Prediction"]

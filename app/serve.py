@@ -41,6 +41,7 @@ class Supervisor:
         self.stopping = False
         self.api: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
+        self.predictor: subprocess.Popen | None = None  # the predict queue's own worker (never behind training)
 
     # --- children -------------------------------------------------------------------------------
 
@@ -63,6 +64,9 @@ class Supervisor:
 
     def start_worker(self) -> subprocess.Popen:
         return self._spawn(["-m", "app.cli", "worker", "--concurrency", "1", "--queues", ",".join(self.settings.queues)])
+
+    def start_predictor(self) -> subprocess.Popen:
+        return self._spawn(["-m", "app.cli", "worker", "--concurrency", "1", "--queues", self.settings.predict_queue])
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self.api = self.start_api()
         self.worker = self.start_worker()
+        self.predictor = self.start_predictor()
         backoff, started = 1.0, time.monotonic()
         code = 0
         try:
@@ -123,13 +128,17 @@ class Supervisor:
                         time.sleep(0.1)
                     if not self.stopping:
                         self.worker, started = self.start_worker(), time.monotonic()
+                if self.predictor.poll() is not None and not self.stopping:  # a crash loses no job: restart
+                    print(f"the predictor exited ({self.predictor.returncode}); restarting", file=sys.stderr, flush=True)
+                    time.sleep(1.0)
+                    self.predictor = self.start_predictor()
         finally:
             self.stop()
         return code
 
     def stop(self) -> None:
         print("stopping: API and worker", file=sys.stderr, flush=True)
-        children = [p for p in (self.api, self.worker) if p is not None and p.poll() is None]
+        children = [p for p in (self.api, self.worker, self.predictor) if p is not None and p.poll() is None]
         for proc in children:
             proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_SECONDS

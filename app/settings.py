@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     metrics_flush_seconds: float = Field(default=1.0, gt=0, le=60)
     default_queue: str = "cpu"
     worker_queues: str = Field(default="cpu,gpu", description="queues a worker consumes, comma separated")
+    # POST /jobs/{id}/predict runs here, on a worker of its own (serve starts one; compose's `predictor`),
+    # so a prediction never waits behind a training run.
+    predict_queue: str = Field(default="predict", description="queue of predictions (POST /jobs/{id}/predict)")
     log_level: str = "INFO"
 
     @model_validator(mode="after")

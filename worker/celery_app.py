@@ -57,7 +57,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_celery_app(settings: Settings) -> Celery:
-    celery = Celery("finetune", broker=settings.broker_url, include=["worker.tasks"])
+    celery = Celery("finetune", broker=settings.broker_url, include=["worker.tasks", "worker.predict"])
     if is_filesystem_broker(settings.broker_url):
         celery.conf.broker_transport = "worker.fs_transport:Transport"  # atomic writes and takes
     celery.conf.update(
@@ -108,6 +108,7 @@ def get_celery_app(settings: Settings | None = None) -> Celery:
         celery = _apps.get(key)
         if celery is None:
             celery = _apps[key] = create_celery_app(settings)
+            import worker.predict  # noqa: F401  (POST /jobs/{id}/predict: the finetune.predict task)
             import worker.tasks  # noqa: F401  (registers the shared task on every app)
         return celery
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from worker.training.spec import FromJobModel, JobSpec
+from worker.training.spec import FromJobModel, HuggingFaceModel, JobSpec
 
 from ..errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from ..settings import Settings
@@ -74,6 +74,18 @@ def _check_datasets(session: Session, spec: JobSpec, owner: str | None) -> list[
     return [d.id for d in check_job_datasets(session, spec, owner, lock=True)]
 
 
+def _check_huggingface(spec: JobSpec) -> None:
+    """An absolute model.huggingface path must be a model folder (config.json) here: the API, the workers and
+    the model files share a machine or a volume. Hub ids and relative paths are the worker's to check."""
+    model = spec.model
+    if isinstance(model, HuggingFaceModel) and model.huggingface.startswith("/"):
+        from pathlib import Path
+
+        if not (Path(model.huggingface) / "config.json").is_file():
+            raise Unprocessable(["body", "model", "huggingface"], f"{model.huggingface} is not a Hugging Face model "
+                                "directory on this server (a folder with config.json and weights)")
+
+
 def _check_base(session: Session, model: FromJobModel, owner: str | None) -> tuple[str, str]:
     """The job and checkpoint a transfer-learning job starts from, resolved now (best/last -> an id)."""
     base = repo.get_job(session, model.from_job, owner)
@@ -97,6 +109,7 @@ def create_job(
     if idempotency_key is not None and (existing := repo.get_job_by_idempotency_key(session, owner, idempotency_key)):
         return _replay(spec, existing), False
     stored = effective_spec(spec, settings)
+    _check_huggingface(spec)
     dataset_ids = _check_datasets(session, spec, owner)
     base_job_id = base_checkpoint_id = None
     if isinstance(spec.model, FromJobModel):

@@ -45,18 +45,19 @@ def test_secrets_have_no_defaults() -> None:
 
 def test_the_stack_services_wait_for_what_they_need() -> None:
     services = active_services(load_compose(env=dotenv()))
-    assert set(services) == {"api", "worker", "migrate", "postgres", "redis"}
-    for name in ("api", "worker", "postgres", "redis"):
+    assert set(services) == {"api", "worker", "predictor", "migrate", "postgres", "redis"}
+    for name in ("api", "worker", "predictor", "postgres", "redis"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    for name in ("api", "worker"):  # migrations are applied before either starts
+    for name in ("api", "worker", "predictor"):  # migrations are applied before any starts
         assert services[name]["depends_on"] == {
             "migrate": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
         }
     assert services["migrate"]["command"] == ["finetune", "migrate"]
     assert services["api"]["build"]["target"] == services["migrate"]["build"]["target"] == "api"
-    assert services["worker"]["build"]["target"] == "worker"
+    assert services["worker"]["build"]["target"] == services["predictor"]["build"]["target"] == "worker"
+    assert services["predictor"]["command"] == ["finetune", "worker", "--queues", "predict"]  # predictions only
 
 
 def test_api_is_published_on_8000_and_workers_scale() -> None:

@@ -42,7 +42,9 @@ class Stack:
         self.mode, self.tmp = mode, tmp
         self.queue = f"e2e-{uuid.uuid4().hex[:10]}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FINETUNE_")}
-        self.env.update(env, FINETUNE_WORKER_QUEUES=self.queue, FINETUNE_LOG_LEVEL="INFO",
+        self.predict_queue = f"{self.queue}-predict"  # POST /jobs/{id}/predict (start_predictor consumes it)
+        self.env.update(env, FINETUNE_WORKER_QUEUES=self.queue, FINETUNE_PREDICT_QUEUE=self.predict_queue,
+                        FINETUNE_LOG_LEVEL="INFO",
                         FINETUNE_METRICS_FLUSH_SECONDS="0.2", PYTHONUNBUFFERED="1")
         self.procs: list[subprocess.Popen] = []
         self.url = ""
@@ -85,6 +87,14 @@ class Stack:
                 return proc
             time.sleep(0.2)
         raise AssertionError(f"worker did not become ready:\n{tail(proc.log_path)}")
+
+    def start_predictor(self) -> subprocess.Popen:
+        """A worker on the predict queue only, as `finetune serve` and compose's `predictor` run one."""
+        queue, self.queue = self.queue, self.predict_queue
+        try:
+            return self.start_worker(name="predictor")
+        finally:
+            self.queue = queue
 
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         if proc.poll() is None:
