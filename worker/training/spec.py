@@ -159,9 +159,15 @@ ModelSpec = Annotated[
 # --- the rest of the spec -------------------------------------------------------------------------
 
 
+# Documented in the JSON schema (the validator below gives the friendlier message), so clients and
+# fuzzers know the shape: an uploaded dataset id or builtin:NAME.
+_DATASET_REF_SCHEMA = {"pattern": "^(builtin:(" + "|".join(sorted(BUILTIN_DATASETS)) + ")|[0-9a-fA-F-]{32,36})$"}
+
+
 class DataSpec(StrictModel):
-    train: str = Field(min_length=1, max_length=200, description="an uploaded dataset id or builtin:NAME")
-    validation: str | None = Field(default=None, max_length=200)
+    train: str = Field(min_length=1, max_length=200, description="an uploaded dataset id or builtin:NAME",
+                       json_schema_extra=_DATASET_REF_SCHEMA)
+    validation: str | None = Field(default=None, max_length=200, json_schema_extra=_DATASET_REF_SCHEMA)
     validation_split: float = Field(default=0.2, ge=0.0, lt=1.0)
     text_field: str = Field(default="text", min_length=1, max_length=200)
     label_field: str = Field(default="label", min_length=1, max_length=200)
