@@ -176,12 +176,3 @@ def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[A
         reset_engines()
         root.drop_postgres_database(admin, db_url)
 
-
-def count(stack: Any, job_id: str, type_: str) -> int:
-    return sum(1 for e in stack.events(job_id) if e["type"] == type_)
-
-
-def worker_pid(stack: Any, job_id: str) -> int:
-    """The pid of the pool process running a job (from its lease owner, host:pid:nonce)."""
-    claimed = [e for e in stack.events(job_id) if e["type"] == "claimed"]
-    return int(claimed[-1]["data"]["worker"].split(":")[1])

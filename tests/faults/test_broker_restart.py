@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import count
+from fault_support import count
 
 
 def test_redis_restart_loses_no_job_and_runs_none_twice(postgres_stack, own_redis) -> None:  # noqa: ANN001

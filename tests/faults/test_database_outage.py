@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import count
+from fault_support import count
 
 OUTAGE_SECONDS = 5
 

@@ -18,7 +18,7 @@ import resource
 import tarfile
 from pathlib import Path
 
-from conftest import worker_pid
+from fault_support import worker_pid
 
 FILE_LIMIT = 4096  # smaller than a checkpoint's weights, larger than nothing
 ADDRESS_SPACE = 16 << 30

@@ -13,14 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-SPEC = {
-    "name": "digits-mlp",
-    "task": "classification",
-    "model": {"builtin": "mlp", "config": {"hidden_sizes": [16]}},
-    "data": {"train": "builtin:digits"},
-    "hyperparameters": {"epochs": 1, "max_steps": 3, "batch_size": 32, "compile": False},
-}
-DATASET = b'{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n'
+from security_support import DATASET, SPEC  # noqa: F401
+
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import SPEC
+from security_support import SPEC
 
 RESUMABLE = {**SPEC, "hyperparameters": {"epochs": 1, "max_steps": 6, "batch_size": 32, "compile": False,
                                          "checkpoint_every_steps": 3}}

@@ -3,9 +3,12 @@ that confirms it exists), lists show only one's own, and nothing of the other ow
 
 from __future__ import annotations
 
+import collections
+import uuid
+
 import pytest
 
-from conftest import SPEC  # noqa: I001  (tests/security is on sys.path under pytest's default import mode)
+from security_support import SPEC
 
 JOB_READS = [
     "/jobs/{job}",
@@ -90,7 +93,8 @@ def test_no_valid_key_no_entry_anywhere_but_health(client, make_owned, headers) 
     routes = [(set(ops), path) for path, ops in paths.items()] + [({"get"}, "/openapi.json"), ({"get"}, "/docs")]
     checked = 0
     for methods, path in routes:
-        url = path.format(job_id=alice.job_id, checkpoint_id=alice.checkpoint_id, dataset_id=alice.dataset_id)
+        ids = {"job_id": alice.job_id, "checkpoint_id": alice.checkpoint_id, "dataset_id": alice.dataset_id}
+        url = path.format_map(collections.defaultdict(lambda: str(uuid.uuid4()), ids))  # any other id: a fresh one
         for method in methods:
             response = client.request(method, url, headers=headers)
             expected = 200 if path == "/health" else 401
