@@ -88,8 +88,13 @@ def test_serve_submit_watch_download_and_ctrl_c(tmp_path: Path) -> None:
         missing = run("status", "00000000-0000-0000-0000-000000000000")
         assert missing.returncode == 1 and "404" in missing.stderr
 
+        # trying the result: serve runs a worker on the predict queue
+        predicted = httpx.post(f"{url}/jobs/{job_id}/predict", json={"inputs": [[0.0] * 64]}, timeout=90)
+        assert predicted.status_code == 200, predicted.text + (tmp_path / "serve.log").read_text()
+        assert len(predicted.json()["outputs"][0]["probabilities"]) == 10
+
         children = _children(serve.pid)
-        assert len(children) == 2  # the API and the worker
+        assert len(children) == 3  # the API, the worker and the predictor
         serve.send_signal(signal.SIGINT)
         assert serve.wait(timeout=60) == 0
         deadline = time.monotonic() + 10
