@@ -103,3 +103,15 @@ def test_rows_without_text_or_pairs_are_refused(tmp_path: Path) -> None:
     did, files = dataset(tmp_path, [{"prompt": "a", "answer": "b"}])
     with pytest.raises(ConfigError, match="row 1 needs"):
         prepared(lm_spec(TINY_TRANSFORMER, did), files)
+
+
+def test_a_stopped_gpt2_job_resumes_from_its_checkpoint(run, tmp_path: Path, gpt2: Path) -> None:
+    from training_helpers import RecordingReporter
+
+    did, files = dataset(tmp_path, ROWS)
+    spec = lm_spec({"huggingface": str(gpt2)}, did, epochs=1, max_steps=4, checkpoint_every_steps=2)
+    stopped, _ = run(spec, reporter=RecordingReporter(stop_at_step=2), datasets=files)
+    assert stopped.status == "cancelled"
+    result, rep = run(spec, datasets=files)  # the same output folder: resumes (tied weights load back)
+    assert rep.of_type("resumed")[0][3]["step"] == 2
+    assert result.status == "succeeded" and result.steps == 4
