@@ -87,3 +87,9 @@ def test_lora_on_the_builtin_transformer(run, tmp_path: Path) -> None:
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     out = Predictor(folder).predict(["The "], max_new_tokens=5)
     assert len(out[0]["completion"]) == 5
+
+    # transfer from the LoRA job: its adapters are merged into the weights the next job starts from
+    after = JobSpec(**{**spec.model_dump(), "model": {"from_job": "lora-job"}, "lora": None})
+    result, rep = run(after, output=tmp_path / "next", base_checkpoint=folder)
+    loaded = rep.of_type("base_model_loaded")[0][3]
+    assert result.status == "succeeded" and loaded["reinitialized"] == [] and loaded["loaded"] > 10

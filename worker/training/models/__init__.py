@@ -41,6 +41,8 @@ def describe_model(spec: JobSpec, base_config: dict[str, Any] | None = None, *,
         if base_config is None:
             raise ConfigError("model.from_job: the worker did not provide the base checkpoint", field="model.from_job")
         base = {k: v for k, v in base_config["model"].items() if k != "lora"}  # the base's adapters are merged
+        if base["kind"] == "huggingface":  # the head follows this job's task (a classifier can become an LM)
+            base["architecture"] = "causal_lm" if spec.task == "causal_lm" else "sequence_classification"
         return {**base, **lora}
     if isinstance(model, HuggingFaceModel):
         from .huggingface import describe
@@ -124,9 +126,32 @@ def load_base_weights(model: nn.Module, description: ModelDescription, path: Any
         from .huggingface import transfer_report
 
         return transfer_report(model) or {"loaded": 0, "reinitialized": [], "unused": []}
-    from .transfer import load_matching
+    from .transfer import load_matching, read_base_config
 
+    if read_base_config(path)["model"].get("lora"):  # a LoRA base: its adapters merged into its weights first
+        return _load_merged_lora_base(model, path)
     return load_matching(model, path)
+
+
+def _load_merged_lora_base(model: nn.Module, path: Any) -> dict[str, Any]:
+    import torch
+
+    from ..inference import load_for_inference
+
+    base, _ = load_for_inference(path)  # wraps, loads and merges the adapters
+    source = base.state_dict()
+    loaded, reinitialized = [], []
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            src = source.get(name)
+            if src is not None and src.shape == tensor.shape:
+                tensor.copy_(src)
+                loaded.append(name)
+            else:
+                reinitialized.append(name)
+    if not loaded:
+        raise ConfigError("model.from_job: no tensor of the base checkpoint fits this model", field="model.from_job")
+    return {"loaded": len(loaded), "reinitialized": reinitialized, "unused": sorted(set(source) - set(loaded))}
 
 
 def checkpoint_exporter(model: nn.Module, description: ModelDescription, tokenizer: Any) -> Any:
