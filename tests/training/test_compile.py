@@ -10,7 +10,7 @@ from training_helpers import make_spec
 
 import worker.training.compile as compile_module
 
-MLP = {"builtin": "mlp", "config": {"hidden_sizes": [32], "dropout": 0.0}}
+MLP = {"builtin": "mlp", "config": {"hidden_sizes": [32], "dropout": 0.2}}  # fallback_random: same masks
 # 1437 train rows / 64 leaves a partial batch (dropped) and 360 val rows / 64 a padded one: shapes stay fixed
 HP = {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "optimizer": "adamw", "log_every_steps": 1}
 

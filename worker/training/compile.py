@@ -26,25 +26,35 @@ def backend() -> str | Callable[..., Any]:
     return "inductor"
 
 
+# Inductor settings for the duration of a job (restored afterwards):
+# - fallback_random: dropout draws its masks with torch's own RNG kernels instead of Inductor's generated
+#   Philox code. On the CPU that code is slower than the eager kernels (it made a compiled transformer with
+#   dropout slower than eager), and torch's generator keeps compiled and eager runs (and resumes) on the
+#   same random stream.
+# - the FX graph and autograd caches, on disk, so a second job of the same shapes starts fast.
+INDUCTOR_FLAGS = [
+    ("torch._inductor.config", "fallback_random", True),
+    ("torch._inductor.config", "fx_graph_cache", True),
+    ("torch._functorch.config", "enable_autograd_cache", True),
+]
+
+
 @contextlib.contextmanager
-def compile_cache(cache_dir: Path | None) -> Iterator[None]:
-    """Point Inductor's (and Triton's) on-disk caches at `cache_dir` for the duration of a job, so a second
-    job of the same shapes reuses compiled graphs and kernels instead of compiling again."""
-    if cache_dir is None:
-        yield
-        return
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(cache_dir / "inductor"), "TRITON_CACHE_DIR": str(cache_dir / "triton")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    flags = [("torch._inductor.config", "fx_graph_cache"), ("torch._functorch.config", "enable_autograd_cache")]
+def compile_settings(cache_dir: Path | None) -> Iterator[None]:
+    """Apply INDUCTOR_FLAGS and point Inductor's (and Triton's) on-disk caches at `cache_dir` for a job."""
+    saved: dict[str, str | None] = {}
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        env = {"TORCHINDUCTOR_CACHE_DIR": str(cache_dir / "inductor"), "TRITON_CACHE_DIR": str(cache_dir / "triton")}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
     saved_flags = []
-    for module_name, flag in flags:
+    for module_name, flag, value in INDUCTOR_FLAGS:
         module = _import(module_name)
         if module is not None and hasattr(module, flag):
             saved_flags.append((module, flag, getattr(module, flag)))
-            setattr(module, flag, True)
+            setattr(module, flag, value)
     try:
         yield
     finally:

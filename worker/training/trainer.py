@@ -16,7 +16,7 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed
 from .batches import TrainBatches
-from .compile import CompiledModel, compile_cache
+from .compile import CompiledModel, compile_settings
 from .config import RunConfig
 from .data import DataInfo, num_rows, prepare_data
 from .freezing import FreezePlan, apply_freeze, plan_freeze, trainable_summary, unfreeze
@@ -36,7 +36,7 @@ RESUME_MUST_MATCH = ("task", "model", "data", "hyperparameters", "freeze", "regu
 
 
 def run_training(config: RunConfig, reporter: Reporter) -> TrainingResult:
-    with compile_cache(config.compile_cache_dir):
+    with compile_settings(config.compile_cache_dir):
         recipe = Recipe(config, reporter)
         recipe.setup()
         return recipe.train()
