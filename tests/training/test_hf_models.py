@@ -131,3 +131,16 @@ def test_missing_model_fails_before_training(run, tmp_path: Path) -> None:
         run(hf_spec(str(tmp_path / "nowhere"), did), datasets=files)
     with pytest.raises(ConfigError, match="hub downloads are disabled"):
         run(hf_spec("finetune-tests/no-such-model", did), datasets=files)
+
+
+def test_pickled_weights_are_never_loaded(run, tmp_path: Path, bert: Path) -> None:
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(bert, pickled)
+    weights = load_file(str(pickled / "model.safetensors"))
+    (pickled / "model.safetensors").unlink()
+    torch.save(weights, pickled / "pytorch_model.bin")  # a pickle: could run code when loaded
+    did, files = dataset(tmp_path, ROWS)
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        run(hf_spec(str(pickled), did), datasets=files)

@@ -2,7 +2,8 @@
 
 A job's `model.huggingface` is a local directory or a hub id. Nothing is downloaded unless the deployment
 allows hub downloads (`RunConfig.allow_hub_downloads`); otherwise a hub id only loads from the local cache
-(`local_files_only=True`), and a missing model fails the job before training with a ConfigError.
+(`local_files_only=True`), and a missing model fails the job before training with a ConfigError. Weights load
+from safetensors only (never a pickle), and never with `trust_remote_code` (no code from a model folder runs).
 
 The model trains under its own parameter names (`bert.encoder.layer.0.attention...`), so freeze patterns
 are written the way `model.named_parameters()` prints them. What is decided at load and never changed later
@@ -226,9 +227,10 @@ def build(description: dict[str, Any], info: Any, *, weights_dir: Path | None = 
     last_error: Exception | None = None
     for attention in ("sdpa", "eager"):  # SDPA where the architecture has it: fused, and compiles cleanly
         try:
+            # safetensors only: pickled weights (pytorch_model.bin) from a user's folder are never loaded
             model, loading = cls.from_pretrained(source, config=config, attn_implementation=attention,
                                                  ignore_mismatched_sizes=True, output_loading_info=True,
-                                                 dtype=torch.float32, **kwargs)
+                                                 dtype=torch.float32, use_safetensors=True, **kwargs)
             break
         except (ValueError, ImportError) as exc:
             last_error = exc
