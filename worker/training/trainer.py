@@ -203,6 +203,9 @@ class Recipe:
         return self.step / self.steps_per_epoch
 
     def train(self) -> TrainingResult:
+        """Run steps until the end, early stopping or should_stop(). After a should_stop() pause the state
+        is intact in memory: calling train() again continues at the same step (bench/train_throughput.py
+        runs the core in slices this way)."""
         hp, r = self.hp, self.reporter
         self._reset_window()
         status = "early_stopped" if self.stopped_early else "succeeded"
