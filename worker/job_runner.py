@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,24 @@ def resolve_base_checkpoint(session, job: Job, ref: FromJobModel) -> Checkpoint:
     return rows[0]
 
 
+def fetch_latest_checkpoint(session, job_id: str, store: ArtifactStore, output_dir: Path) -> None:  # noqa: ANN001
+    """Bring the job's newest stored checkpoint into output_dir, so that a job requeued onto another machine
+    resumes from it instead of starting over. Downloaded under a `.tmp-` name (which the core never resumes
+    from) and renamed when complete."""
+    latest = session.execute(
+        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).limit(1)
+    ).scalar_one_or_none()
+    if latest is None:
+        return
+    target = output_dir / "checkpoints" / latest.name
+    if target.is_dir():
+        return  # this machine ran the job before: its copy is complete (renamed into place)
+    partial = target.with_name(f".tmp-fetch-{latest.name}")
+    shutil.rmtree(partial, ignore_errors=True)
+    store.download_dir(latest.storage_key, partial)
+    partial.rename(target)
+
+
 def build_run_config(job_id: str, settings: Settings, store: ArtifactStore) -> RunConfig:
     """The core's config for a job: its spec, its output folder, its datasets and base checkpoint as files."""
     scratch = settings.home / "work" / job_id
@@ -98,7 +117,10 @@ def build_run_config(job_id: str, settings: Settings, store: ArtifactStore) -> R
             if job.base_checkpoint_id is None:
                 job.base_job_id, job.base_checkpoint_id = checkpoint.job_id, checkpoint.id
             base_checkpoint = _local(store, checkpoint.storage_key, scratch)
-    output_dir = store.local_dir(job_prefix(job_id)) or scratch / "output"
+        output_dir = store.local_dir(job_prefix(job_id))
+        if output_dir is None:  # a remote store: train in scratch, resume from what the store holds
+            output_dir = scratch / "output"
+            fetch_latest_checkpoint(session, job_id, store, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     return RunConfig(
         spec=spec,
