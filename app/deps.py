@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -52,3 +52,14 @@ def get_owner(
 
 
 OwnerDep = Annotated[str | None, Depends(get_owner)]
+
+
+def idempotency_key_header(what: str) -> object:
+    """The `Idempotency-Key` header of a creating POST: a retry with the same key returns what it first created."""
+    return Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description=f"retry-safe creation: the same key returns the {what} it first created",
+    )

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from ..deps import OwnerDep, SessionDep, SettingsDep, StoreDep, idempotency_key_header
 from ..errors import PayloadTooLarge, Unprocessable
 from . import service
 from .schemas import DatasetPage, DatasetRead
@@ -112,16 +112,7 @@ async def upload_dataset(
     settings: SettingsDep,
     store: StoreDep,
     owner: OwnerDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            pattern=r"^[\x21-\x7e]+$",
-            description="retry-safe upload: the same key returns the dataset it first created",
-        ),
-    ] = None,
+    idempotency_key: Annotated[str | None, idempotency_key_header("dataset")] = None,
 ) -> DatasetRead:
     """Upload a `.jsonl` or `.csv` dataset; it is validated before anything is kept."""
     limit = settings.max_upload_bytes

@@ -15,7 +15,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from worker.training.spec import JobSpec
 
 from ..db import session_scope
-from ..deps import OwnerDep, SessionDep, SettingsDep, StoreDep
+from ..deps import OwnerDep, SessionDep, SettingsDep, StoreDep, idempotency_key_header
 from ..errors import NotFound, Unprocessable
 from ..pagination import decode_cursor, encode_cursor
 from ..storage import job_prefix
@@ -58,16 +58,7 @@ def create_job(
     session: SessionDep,
     settings: SettingsDep,
     owner: OwnerDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            pattern=r"^[\x21-\x7e]+$",
-            description="retry-safe creation: the same key returns the job it first created",
-        ),
-    ] = None,
+    idempotency_key: Annotated[str | None, idempotency_key_header("job")] = None,
 ) -> JobRead:
     job, created = service.create_job(session, settings, owner, spec, idempotency_key)
     session.commit()  # enqueue only after the row is visible to workers
