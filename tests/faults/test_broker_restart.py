@@ -12,8 +12,9 @@ from fault_support import count
 def test_redis_restart_loses_no_job_and_runs_none_twice(postgres_stack, own_redis) -> None:  # noqa: ANN001
     stack = postgres_stack(own_redis.url, FINETUNE_LEASE_SECONDS="10")
     stack.start_worker()
-    running = stack.submit(stack.spec(hyperparameters={"epochs": 50, "max_steps": 300, "batch_size": 16,
-                                                       "checkpoint_every_steps": 50}))
+    # Long enough to still be training while the broker is away, even on an idle machine.
+    running = stack.submit(stack.spec(hyperparameters={"epochs": 50, "max_steps": 2500, "batch_size": 16,
+                                                       "checkpoint_every_steps": 500}))
     stack.wait(running["id"], until=("running",), check=lambda j: j["progress"]["step"] >= 5, timeout=120)
 
     own_redis.stop()
@@ -24,8 +25,10 @@ def test_redis_restart_loses_no_job_and_runs_none_twice(postgres_stack, own_redi
     assert [e["type"] for e in stack.events(waiting["id"])] == ["created", "enqueue_failed"]
     ready = stack.http.get("/ready")
     assert ready.status_code == 503 and ready.json()["broker"].startswith("unavailable")
+    before = stack.job(running["id"])["progress"]["step"]
     time.sleep(3)  # the worker notices the lost connection and keeps training
-    assert stack.job(running["id"])["status"] == "running"
+    during = stack.job(running["id"])
+    assert during["status"] == "running" and during["progress"]["step"] > before, during
 
     own_redis.start()  # empty: the running job's unacked message is gone too
     done = stack.wait(running["id"], timeout=240)
