@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # POST /jobs/{id}/predict runs here, on a worker of its own (serve starts one; compose's `predictor`),
     # so a prediction never waits behind a training run.
     predict_queue: str = Field(default="predict", description="queue of predictions (POST /jobs/{id}/predict)")
+    prediction_timeout_seconds: int = Field(
+        default=600, ge=10, description="a prediction no predictor answered in this long is failed (worker gone)"
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

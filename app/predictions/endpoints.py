@@ -39,7 +39,8 @@ def _create(settings: Settings, owner: str | None, job_id: str, request: Predict
 
 def _read(settings: Settings, owner: str | None, job_id: str, prediction_id: str) -> PredictionRead:
     with session_scope(settings.database_url) as session:
-        return PredictionRead.from_row(service.get_prediction(session, owner, job_id, prediction_id))
+        return PredictionRead.from_row(service.get_prediction(session, owner, job_id, prediction_id,
+                                                              settings.prediction_timeout_seconds))
 
 
 def _respond(prediction: PredictionRead, response: Response, raise_failure: bool = True) -> PredictionRead:

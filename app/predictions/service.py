@@ -21,7 +21,7 @@ from ..jobs import repository as jobs_repo
 from ..jobs.models import Checkpoint, Job
 from ..jobs.service import get_job
 from ..settings import Settings
-from .models import Prediction
+from .models import PENDING_STATUSES, Prediction
 from .schemas import PredictRequest
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,25 @@ def fail(session: Session, prediction_id: str, error_type: str, message: str) ->
         status="failed", error_type=error_type, error=message, finished_at=utcnow()))
 
 
-def get_prediction(session: Session, owner: str | None, job_id: str, prediction_id: str) -> Prediction:
+def get_prediction(session: Session, owner: str | None, job_id: str, prediction_id: str,
+                   timeout_seconds: float | None = None) -> Prediction:
+    """A prediction of the owner's job. One still pending after `timeout_seconds` is failed: its predictor died
+    or none consumes the predict queue, and a client must not poll a 202 forever."""
     job = get_job(session, owner, job_id)
     pid = jobs_repo.normalize_id(prediction_id)
     row = session.scalar(select(Prediction).where(Prediction.id == pid, Prediction.job_id == job.id)) if pid else None
     if row is None:
         raise NotFound(f"job {job.id} has no prediction {prediction_id}")
+    if timeout_seconds is not None and row.status in PENDING_STATUSES:
+        from ..db import utcnow
+
+        if (utcnow() - row.created_at).total_seconds() > timeout_seconds:
+            session.execute(update(Prediction).where(Prediction.id == row.id, Prediction.status.in_(PENDING_STATUSES))
+                            .values(status="failed", error_type="timed_out", finished_at=utcnow(), error=(
+                                f"no predictor answered within {int(timeout_seconds)} s; check that a worker "
+                                "consumes the predict queue, then try again")))
+            session.commit()
+            session.refresh(row)
     return row
 
 
