@@ -49,29 +49,63 @@ def test_fifty_jobs_submitted_at_once_each_run_exactly_once(stack) -> None:  # n
         assert _count(stack, job_id, "started") == 1
 
 
+def _final_weights(stack, job_id: str) -> dict:  # noqa: ANN001
+    import io
+    import tarfile
+
+    from safetensors.torch import load
+
+    archive = stack.http.get(f"/jobs/{job_id}/checkpoints/last/download")
+    assert archive.status_code == 200, archive.text
+    with tarfile.open(fileobj=io.BytesIO(archive.content)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("/model.safetensors"))
+        return load(tar.extractfile(member).read())
+
+
 def test_a_killed_worker_job_is_requeued_and_resumes_from_its_checkpoint(bare_stack) -> None:  # noqa: ANN001
+    """SIGKILL the whole worker twice, at different steps: each time the job is requeued, resumes from its last
+    checkpoint on a fresh worker process, and in the end its weights match an uninterrupted run's."""
+    import torch
+
     stack = bare_stack
-    short_lease = {"FINETUNE_LEASE_SECONDS": "5"}
-    first = stack.start_worker(short_lease)
-    # Long enough that the kill lands mid-run even on an idle machine (progress reaches the API about once a
-    # second), short enough to finish quickly after the resume.
-    job = stack.submit(stack.spec(hyperparameters={"epochs": 30, "max_steps": 1500, "batch_size": 16,
-                                                   "checkpoint_every_steps": 100, "keep_checkpoints": 2}))
+    env = {"FINETUNE_LEASE_SECONDS": "5", "FINETUNE_MAX_ATTEMPTS": "5"}
+    # Long enough that each kill lands mid-run even on an idle machine (progress reaches the API about once a
+    # second), short enough to finish quickly after the resumes.
+    spec = stack.spec(hyperparameters={"epochs": 30, "max_steps": 1500, "batch_size": 16,
+                                       "checkpoint_every_steps": 100, "keep_checkpoints": 2})
+    worker = stack.start_worker(env)
+    job = stack.submit(spec)
 
-    def past_a_checkpoint(j: dict) -> bool:
-        # Progress reaches the row about once a second, checkpoint rows at once: a listed checkpoint while
-        # the job still runs is the earliest sure sign that there is something to resume from.
-        return bool(stack.http.get(f"/jobs/{j['id']}/checkpoints").json())
+    def checkpoint_past(step: int):  # noqa: ANN202
+        # Checkpoint rows are listed at once, progress about once a second: a listed checkpoint beyond `step`
+        # while the job still runs is the earliest sure sign that there is something new to resume from.
+        def check(j: dict) -> bool:
+            saved = stack.http.get(f"/jobs/{j['id']}/checkpoints").json()
+            return any(c["step"] > step for c in saved)
+        return check
 
-    stack.wait(job["id"], until=("running",), check=past_a_checkpoint, timeout=120)
-    stack.stop(first, signal.SIGKILL)  # the whole worker, pool process included: no goodbye
-    stack.start_worker(short_lease)
+    killed_after = 0
+    for _ in range(2):
+        stack.wait(job["id"], until=("running",), check=checkpoint_past(killed_after), timeout=120)
+        killed_after = max(c["step"] for c in stack.http.get(f"/jobs/{job['id']}/checkpoints").json())
+        stack.stop(worker, signal.SIGKILL)  # the whole worker, pool process included: no goodbye
+        worker = stack.start_worker(env)
     done = stack.wait(job["id"], timeout=240)
     assert done["status"] == "succeeded", (done["error"], stack.logs())
-    assert done["attempts"] == 2
+    assert done["attempts"] == 3
     types = [e["type"] for e in stack.events(job["id"])]
-    assert "requeued" in types and "resumed" in types
+    assert types.count("requeued") == 2 and types.count("resumed") == 2
     assert types.index("requeued") < types.index("resumed")
+    resumed_from = [e["data"] for e in stack.events(job["id"]) if e["type"] == "resumed"]
+    assert len(resumed_from) == 2 and resumed_from[0] != resumed_from[1]  # two different steps
     steps = [s for s, _ in stack.http.get(f"/jobs/{job['id']}/metrics",
                                           params={"names": "train_loss", "max_points": 100000}).json()["series"]["train_loss"]]
     assert steps == list(range(1, done["progress"]["total_steps"] + 1))  # unique and complete
+
+    # The same spec and seed, never interrupted: the same weights, to float tolerance on CPU.
+    straight = stack.wait(stack.submit(spec)["id"], timeout=240)
+    assert straight["status"] == "succeeded" and straight["attempts"] == 1
+    resumed, uninterrupted = _final_weights(stack, job["id"]), _final_weights(stack, straight["id"])
+    assert resumed.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
