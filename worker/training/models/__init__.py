@@ -134,24 +134,11 @@ def load_base_weights(model: nn.Module, description: ModelDescription, path: Any
 
 
 def _load_merged_lora_base(model: nn.Module, path: Any) -> dict[str, Any]:
-    import torch
-
     from ..inference import load_for_inference
+    from .transfer import copy_matching
 
     base, _ = load_for_inference(path)  # wraps, loads and merges the adapters
-    source = base.state_dict()
-    loaded, reinitialized = [], []
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            src = source.get(name)
-            if src is not None and src.shape == tensor.shape:
-                tensor.copy_(src)
-                loaded.append(name)
-            else:
-                reinitialized.append(name)
-    if not loaded:
-        raise ConfigError("model.from_job: no tensor of the base checkpoint fits this model", field="model.from_job")
-    return {"loaded": len(loaded), "reinitialized": reinitialized, "unused": sorted(set(source) - set(loaded))}
+    return copy_matching(model, base.state_dict())
 
 
 def checkpoint_exporter(model: nn.Module, description: ModelDescription, tokenizer: Any) -> Any:

@@ -27,12 +27,15 @@ def read_base_config(path: Path) -> dict[str, Any]:
 
 def load_matching(model: nn.Module, path: Path) -> dict[str, Any]:
     """Copy base tensors that fit; returns {loaded, reinitialized, unused} parameter names."""
-    base = load_file(str(Path(path) / "model.safetensors"))
-    own = model.state_dict()
+    return copy_matching(model, load_file(str(Path(path) / "model.safetensors")))
+
+
+def copy_matching(model: nn.Module, source: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Copy the tensors of `source` whose name and shape match the model's; the rest keep their init."""
     loaded, reinitialized = [], []
     with torch.no_grad():
-        for name, tensor in own.items():
-            src = base.get(name)
+        for name, tensor in model.state_dict().items():
+            src = source.get(name)
             if src is not None and src.shape == tensor.shape:
                 tensor.copy_(src)
                 loaded.append(name)
@@ -40,5 +43,4 @@ def load_matching(model: nn.Module, path: Path) -> dict[str, Any]:
                 reinitialized.append(name)
     if not loaded:
         raise ConfigError("model.from_job: no tensor of the base checkpoint fits this model", field="model.from_job")
-    unused = sorted(set(base) - set(loaded))
-    return {"loaded": len(loaded), "reinitialized": reinitialized, "unused": unused}
+    return {"loaded": len(loaded), "reinitialized": reinitialized, "unused": sorted(set(source) - set(loaded))}
