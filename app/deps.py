@@ -18,7 +18,11 @@ from .storage import ArtifactStore, get_store
 bearer = HTTPBearer(auto_error=False, description="an API key from `finetune keys create`")
 
 
-def get_app_settings(request: Request) -> Settings:
+# Dependencies that never block are `async def`: FastAPI runs a plain `def` dependency in its threadpool,
+# and on a small machine each of those hops costs about as much CPU as a database query.
+
+
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -35,7 +39,7 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_artifact_store(request: Request) -> ArtifactStore:
+def get_artifact_store(request: Request) -> ArtifactStore:  # sync: building an S3 client may block
     state = request.app.state
     if getattr(state, "store", None) is None:
         state.store = get_store(state.settings.artifacts)

@@ -24,7 +24,7 @@ def _declared(route: APIRoute) -> frozenset[str]:
     return names
 
 
-def reject_unknown_query_parameters(request: Request) -> None:
+async def reject_unknown_query_parameters(request: Request) -> None:  # never blocks: no threadpool hop
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not request.query_params:
         return
