@@ -1,4 +1,5 @@
-"""Commands for people using a running service, over HTTP: submit, status, watch, download."""
+"""Commands for people using a running service, over HTTP: submit, jobs, status, watch, events, cancel,
+download."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 console = Console()
 err = Console(stderr=True)
@@ -29,8 +30,11 @@ KeyOpt = Annotated[str | None, typer.Option("--key", envvar="FINETUNE_API_KEY", 
 
 def register(cli: typer.Typer) -> None:
     cli.command()(submit)
+    cli.command()(jobs)
     cli.command()(status)
     cli.command()(watch)
+    cli.command()(events)
+    cli.command()(cancel)
     cli.command()(download)
 
 
@@ -132,6 +136,63 @@ def status(job: Annotated[str, typer.Argument(help="job id")], url: UrlOpt = DEF
 def watch(job: Annotated[str, typer.Argument(help="job id")], url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
     """Follow a job with a live progress bar until it ends, then summarise it. Exit 0 only if it succeeded."""
     raise typer.Exit(follow(Api(url, key), job))
+
+
+def jobs(
+    status_: Annotated[str | None, typer.Option("--status", help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 20,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """List jobs, newest first: id, name, status, progress and latest metrics."""
+    api, shown, cursor = Api(url, key), [], None
+    while len(shown) < limit:  # the API pages by at most 200
+        params: dict[str, Any] = {"limit": min(200, limit - len(shown))}
+        if status_:
+            params["status"] = status_
+        if cursor:
+            params["cursor"] = cursor
+        page = api.request("GET", "/jobs", params=params)
+        shown.extend(page["items"])
+        if not (cursor := page.get("next_cursor")):
+            break
+    rows = [(job["id"], job.get("name") or "", job["status"],
+             f"{(job.get('progress') or {}).get('step', 0)}/{(job.get('progress') or {}).get('total_steps') or '?'}",
+             job["created_at"][:19].replace("T", " "), _metrics_text(job.get("latest_metrics"))) for job in shown]
+    if not console.is_terminal:  # piped: one tab-separated line per job, for scripts (like `gh` does)
+        for row in rows:
+            typer.echo("\t".join(row))
+        return
+    table = Table(Column("id", no_wrap=True), "name", "status", "progress", "created (UTC)", "metrics")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table if rows else "no jobs")
+
+
+def events(
+    job: Annotated[str, typer.Argument(help="job id")],
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = None,
+) -> None:
+    """Print a job's events, oldest first: time, level, type and message."""
+    api, after = Api(url, key), 0
+    while True:
+        page = api.request("GET", f"/jobs/{job}/events", params={"after": after, "limit": 1000})
+        for event in page:
+            when = event["created_at"][:23].replace("T", " ")
+            typer.echo(f"{when}  {event['level']:<7} {event['type']:<22} {event['message']}")
+        if len(page) < 1000:
+            break
+        after = page[-1]["id"]
+
+
+def cancel(job: Annotated[str, typer.Argument(help="job id")], url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step."""
+    found = Api(url, key).request("POST", f"/jobs/{job}/cancel")
+    if found["status"] == "cancelled":
+        err.print(f"job {found['id']} cancelled")
+    else:
+        err.print(f"job {found['id']} is {found['status']}; it stops at its next step (`finetune watch {found['id']}`)")
 
 
 def download(

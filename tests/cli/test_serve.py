@@ -75,6 +75,17 @@ def test_serve_submit_watch_download_and_ctrl_c(tmp_path: Path) -> None:
         job_id = submitted.stdout.strip().splitlines()[0]
         assert "succeeded" in submitted.stdout
 
+        listed = run("jobs", "--status", "succeeded")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines()[0].split("\t")[:3] == [job_id, "", "succeeded"], listed.stdout
+        assert job_id not in run("jobs", "--status", "failed").stdout
+        events = run("events", job_id)
+        assert events.returncode == 0, events.stderr
+        kinds = [line.split()[3] for line in events.stdout.splitlines()]
+        assert kinds[0] == "created" and kinds[-1] == "succeeded" and "evaluation" in kinds, events.stdout
+        ended = run("cancel", job_id)
+        assert ended.returncode == 1 and "409" in ended.stderr and "already succeeded" in ended.stderr
+
         downloaded = run("download", job_id, "-o", str(tmp_path))
         assert downloaded.returncode == 0, downloaded.stderr
         with tarfile.open(downloaded.stdout.strip()) as archive:
@@ -87,6 +98,20 @@ def test_serve_submit_watch_download_and_ctrl_c(tmp_path: Path) -> None:
         assert bad.returncode == 1 and "422" in bad.stderr and "hyperparameters.epoch" in bad.stderr
         missing = run("status", "00000000-0000-0000-0000-000000000000")
         assert missing.returncode == 1 and "404" in missing.stderr
+
+        # cancelling a running job from the CLI: it stops at its next step and ends cancelled
+        spec.write_text(json.dumps({
+            "task": "classification", "model": {"builtin": "mlp", "config": {"hidden_sizes": [16]}},
+            "data": {"train": "builtin:digits"}, "hyperparameters": {"epochs": 1000, "compile": False},
+        }))
+        long_id = run("submit", str(spec)).stdout.strip()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/jobs/{long_id}").json()["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        cancelled = run("cancel", long_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+        watched = run("watch", long_id)
+        assert watched.returncode == 1 and "cancelled" in watched.stdout
 
         # trying the result: serve runs a worker on the predict queue
         predicted = httpx.post(f"{url}/jobs/{job_id}/predict", json={"inputs": [[0.0] * 64]}, timeout=90)
