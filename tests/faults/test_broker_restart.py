@@ -25,10 +25,12 @@ def test_redis_restart_loses_no_job_and_runs_none_twice(postgres_stack, own_redi
     assert [e["type"] for e in stack.events(waiting["id"])] == ["created", "enqueue_failed"]
     ready = stack.http.get("/ready")
     assert ready.status_code == 503 and ready.json()["broker"].startswith("unavailable")
-    before = stack.job(running["id"])["progress"]["step"]
-    time.sleep(3)  # the worker notices the lost connection and keeps training
+    before = stack.job(running["id"])
+    assert before["status"] == "running", before
+    time.sleep(3)  # the worker notices the lost connection and keeps training (a fast machine may even finish)
     during = stack.job(running["id"])
-    assert during["status"] == "running" and during["progress"]["step"] > before, during
+    assert during["status"] in ("running", "succeeded"), during
+    assert during["progress"]["step"] > before["progress"]["step"], (before["progress"], during["progress"])
 
     own_redis.start()  # empty: the running job's unacked message is gone too
     done = stack.wait(running["id"], timeout=240)
