@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -102,3 +103,19 @@ def reset_engines() -> None:
     """Forget engines (after fork, or when tests change settings)."""
     _session_factory.cache_clear()
     get_engine.cache_clear()
+
+
+def upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the service supports these two
+        raise NotImplementedError(f"upsert on {dialect}")
+    stmt = insert(model).values(rows)
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols})
+    session.execute(stmt)

@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
-from app.db import session_scope, utcnow
+from app.db import session_scope, upsert, utcnow
 from app.jobs.models import Checkpoint, Job, JobEvent, MetricPoint, new_id
 from app.settings import Settings
 from app.storage import ArtifactStore, checkpoint_prefix
@@ -49,22 +48,6 @@ def retry_outage(write: Callable[[], T], budget_seconds: float, what: str) -> T:
             log.warning("database unreachable while writing %s; retrying in %.1f s", what, delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-
-def upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, on PostgreSQL and SQLite."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the service supports these two
-        raise NotImplementedError(f"upsert on {dialect}")
-    stmt = insert(model).values(rows)
-    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: getattr(stmt.excluded, c) for c in update_cols})
-    session.execute(stmt)
 
 
 class DbReporter:

@@ -20,6 +20,7 @@ from worker import shutdown
 
 log = logging.getLogger(__name__)
 _reaper = None
+_presence = None
 
 
 @shared_task(name="finetune.run_job", ignore_result=True, acks_late=True, reject_on_worker_lost=True)
@@ -43,13 +44,18 @@ def _init_pool_process(**_: object) -> None:
 
 
 @worker_ready.connect
-def _start_reaper(**_: object) -> None:
-    global _reaper
+def _start_reaper(sender: object = None, **_: object) -> None:
+    global _reaper, _presence
     from worker.leases import Reaper
+    from worker.presence import Presence
 
     _reaper = Reaper()
     _reaper.start()
     log.info("reaper started (every %.1f s)", _reaper.interval)
+    if sender is not None:  # the consumer: its node name, the queues it consumes, its pool size
+        queues = sorted(sender.app.amqp.queues.consume_from)
+        _presence = Presence(sender.hostname, queues, getattr(sender.controller, "concurrency", 1) or 1)
+        _presence.start()
 
 
 @worker_shutting_down.connect
@@ -69,3 +75,5 @@ def _stop_running_jobs(**_: object) -> None:
 def _stop_reaper(**_: object) -> None:
     if _reaper is not None:
         _reaper.stop()
+    if _presence is not None:
+        _presence.stop()

@@ -143,7 +143,8 @@ def create_job(
 
 def enqueue(session: Session, settings: Settings, job: Job) -> bool:
     """Send the committed job to its queue. A broker outage does not lose the job: it stays queued, an
-    event says so, and the worker's reaper re-sends queued jobs that no worker has claimed."""
+    event says so, and the worker's reaper re-sends queued jobs that no worker has claimed. A queue that no
+    live worker consumes gets a warning event, so a job that will wait says why."""
     try:
         from worker.celery_app import enqueue_job  # lazy: keeps Celery out of import time
 
@@ -158,6 +159,10 @@ def enqueue(session: Session, settings: Settings, job: Job) -> bool:
             level="warning",
         )
         return False
+    from ..workers.service import unconsumed_queue_message
+
+    if (why := unconsumed_queue_message(session, settings, job.queue)) is not None:
+        repo.add_event(session, job.id, "no_worker", why, level="warning")
     return True
 
 

@@ -14,7 +14,13 @@ from api_support import SPEC
 
 
 @pytest.fixture
-def job_id(client) -> str:  # noqa: ANN001
+def job_id(client, db) -> str:  # noqa: ANN001
+    from app.db import utcnow
+    from app.workers.service import record_heartbeat
+
+    with db() as session:  # a live worker on the job's queue: its events are the job's own, no warning
+        record_heartbeat(session, name="finetune-1@test", hostname="test", pid=1, queues=["cpu"], concurrency=1,
+                         started_at=utcnow())
     return client.post("/jobs", json=SPEC).json()["id"]
 
 

@@ -33,7 +33,37 @@ def test_create_read_and_enqueue(client, settings) -> None:  # noqa: ANN001
     assert client.get(f"/jobs/{job['id']}").json() == job
     assert job["id"] in pending_job_ids("cpu", settings)  # the message was sent after the commit
     events = client.get(f"/jobs/{job['id']}/events").json()
-    assert [e["type"] for e in events] == ["created"]
+    assert [e["type"] for e in events] == ["created", "no_worker"]  # no worker runs in these tests
+    assert events[1]["level"] == "warning"
+    assert "no live worker consumes queue 'cpu' (no worker is running)" in events[1]["message"]
+    assert "finetune worker --queues cpu" in events[1]["message"]
+
+
+def test_workers_report_their_queues_and_jobs_on_an_unconsumed_queue_say_so(client, db, settings) -> None:  # noqa: ANN001
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.workers.models import Worker
+    from app.workers.service import record_heartbeat
+
+    assert client.get("/workers").json() == []
+    with db() as session:
+        record_heartbeat(session, name="finetune-1@gpu-box", hostname="gpu-box", pid=1, queues=["gpu", "cpu", "gpu"],
+                         concurrency=2, started_at=utcnow())
+        record_heartbeat(session, name="finetune-2@old", hostname="old", pid=2, queues=["big"], concurrency=1,
+                         started_at=utcnow())
+        session.get(Worker, "finetune-2@old").last_seen_at = utcnow() - timedelta(
+            seconds=3 * settings.heartbeat_seconds + 1)  # missed three heartbeats: not live
+    [live] = client.get("/workers").json()
+    assert live["name"] == "finetune-1@gpu-box" and live["queues"] == ["cpu", "gpu"] and live["concurrency"] == 2
+
+    consumed = client.post("/jobs", json=SPEC).json()
+    assert [e["type"] for e in client.get(f"/jobs/{consumed['id']}/events").json()] == ["created"]
+    waiting = client.post("/jobs", json=spec(resources={"queue": "big"})).json()
+    assert waiting["status"] == "queued"
+    [_, warning] = client.get(f"/jobs/{waiting['id']}/events").json()
+    assert warning["type"] == "no_worker" and warning["level"] == "warning"
+    assert "no live worker consumes queue 'big' (live workers consume 'cpu', 'gpu')" in warning["message"]
 
 
 def test_gpu_queue_follows_the_spec(client) -> None:  # noqa: ANN001
