@@ -1,5 +1,5 @@
 """Commands for people using a running service, over HTTP: submit, jobs, status, watch, events, cancel,
-download."""
+download, workers."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def register(cli: typer.Typer) -> None:
     cli.command()(events)
     cli.command()(cancel)
     cli.command()(download)
+    cli.command()(workers)
 
 
 class Api:
@@ -205,6 +206,20 @@ def download(
     """Download a checkpoint as a tar archive (model.safetensors, config.json, spec.json)."""
     target = Api(url, key).download(f"/jobs/{job}/checkpoints/{checkpoint}/download", output)
     typer.echo(str(target))
+
+
+def workers(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
+    """Live workers: name, queues, concurrency and last heartbeat."""
+    rows = [(w["name"], ",".join(w["queues"]), str(w["concurrency"]), w["last_seen_at"][:19].replace("T", " "))
+            for w in Api(url, key).request("GET", "/workers")]
+    if not console.is_terminal:
+        for row in rows:
+            typer.echo("\t".join(row))
+        return
+    table = Table(Column("name", no_wrap=True), "queues", "concurrency", "last seen (UTC)")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table if rows else "no live workers")
 
 
 # --- presentation ---------------------------------------------------------------------------------

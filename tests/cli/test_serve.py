@@ -79,6 +79,9 @@ def test_serve_submit_watch_download_and_ctrl_c(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.splitlines()[0].split("\t")[:3] == [job_id, "", "succeeded"], listed.stdout
         assert job_id not in run("jobs", "--status", "failed").stdout
+        workers = run("workers")  # serve runs a worker on cpu,gpu and a predictor on predict
+        assert workers.returncode == 0, workers.stderr
+        assert sorted(line.split("\t")[1] for line in workers.stdout.splitlines()) == ["cpu,gpu", "predict"]
         events = run("events", job_id)
         assert events.returncode == 0, events.stderr
         kinds = [line.split()[3] for line in events.stdout.splitlines()]
