@@ -79,9 +79,15 @@ def test_serve_submit_watch_download_and_ctrl_c(tmp_path: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.splitlines()[0].split("\t")[:3] == [job_id, "", "succeeded"], listed.stdout
         assert job_id not in run("jobs", "--status", "failed").stdout
-        workers = run("workers")  # serve runs a worker on cpu,gpu and a predictor on predict
-        assert workers.returncode == 0, workers.stderr
-        assert sorted(line.split("\t")[1] for line in workers.stdout.splitlines()) == ["cpu,gpu", "predict"]
+        deadline = time.monotonic() + 30  # serve runs a worker on cpu,gpu and a predictor on predict
+        while True:
+            workers = run("workers")
+            assert workers.returncode == 0, workers.stderr
+            queues = sorted(line.split("\t")[1] for line in workers.stdout.splitlines())
+            if queues == ["cpu,gpu", "predict"]:
+                break
+            assert time.monotonic() < deadline, workers.stdout  # the predictor may still be starting
+            time.sleep(0.5)
         events = run("events", job_id)
         assert events.returncode == 0, events.stderr
         kinds = [line.split()[3] for line in events.stdout.splitlines()]

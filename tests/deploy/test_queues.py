@@ -39,7 +39,10 @@ def test_workers_take_only_the_queues_they_consume(bare_compose_stack: ComposeSt
 
         gpu_worker = stack.start("worker", {"FINETUNE_WORKER_QUEUES": "gpu"})
         stack.wait_healthy("worker", gpu_worker)
-        assert sorted(w["queues"][0] for w in http.get("/workers").json()) == ["cpu", "gpu"]
+        deadline = time.monotonic() + 30  # healthy (its heartbeat file) can come a moment before ready
+        while (live := sorted(w["queues"][0] for w in http.get("/workers").json())) != ["cpu", "gpu"]:
+            assert time.monotonic() < deadline, live
+            time.sleep(0.2)
         wait_job(http, gpu_job["id"], logs=stack.logs)
         claimed = [e for e in http.get(f"/jobs/{gpu_job['id']}/events").json() if e["type"] == "claimed"]
         stack.stop(cpu_worker)  # a worker that stops says goodbye: its row goes at once
