@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from worker.training import run_training  # noqa: E402
 from worker.training.config import RunConfig  # noqa: E402
 from worker.training.models.transformer import Transformer  # noqa: E402
+from worker.training.reporting import QuietReporter  # noqa: E402
 from worker.training.spec import JobSpec, TransformerConfig  # noqa: E402
 
 GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "vocab_size": 50257,
@@ -37,7 +38,7 @@ GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "v
 TINY = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "vocab_size": 512, "dropout": 0.0, "bias": True}
 
 
-class StepClock:
+class StepClock(QuietReporter):
     """A reporter that keeps the time of each step, and of the logging steps (where the GPU is synced)."""
 
     def __init__(self) -> None:
@@ -60,15 +61,6 @@ class StepClock:
 
     def progress(self, step: int, total_steps: int, epoch: float) -> None:
         self.stamps[step] = time.perf_counter()
-
-    def checkpoint_saved(self, info: Any) -> None:
-        pass
-
-    def checkpoint_removed(self, name: str) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def spec_for(model: dict[str, Any], steps: int, batch: int, compile: bool, precision: str, log_every: int) -> JobSpec:

@@ -58,6 +58,29 @@ class Reporter(Protocol):
         """Checked every step: True cancels the run promptly (a final checkpoint is not written)."""
 
 
+class QuietReporter:
+    """A Reporter that records nothing and never stops the run: a base for reporters that want one or two
+    of the callbacks (benchmarks, scripts using the core as a library)."""
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def event(self, level: Level, type: str, message: str, data: dict[str, Any] | None = None) -> None:
+        pass
+
+    def progress(self, step: int, total_steps: int, epoch: float) -> None:
+        pass
+
+    def checkpoint_saved(self, info: CheckpointInfo) -> None:
+        pass
+
+    def checkpoint_removed(self, name: str) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
 class TrainingError(Exception):
     """A failure the user can act on (bad config found late, NaN loss, ...); the message says what to do."""
 
