@@ -159,11 +159,24 @@ def enqueue(session: Session, settings: Settings, job: Job) -> bool:
             level="warning",
         )
         return False
-    from ..workers.service import unconsumed_queue_message
-
-    if (why := unconsumed_queue_message(session, settings, job.queue)) is not None:
+    if (why := _unconsumed_queue(settings, job.queue)) is not None:
         repo.add_event(session, job.id, "no_worker", why, level="warning")
     return True
+
+
+def _unconsumed_queue(settings: Settings, queue: str) -> str | None:
+    """The advisory no_worker check, in a session of its own: the job is committed and enqueued by now, and
+    a failure here (the database gone a moment, a workers table not migrated yet) must not fail the request,
+    or a client would retry and create the job twice."""
+    from ..db import session_scope
+    from ..workers.service import unconsumed_queue_message
+
+    try:
+        with session_scope(settings.database_url) as check:
+            return unconsumed_queue_message(check, settings, queue)
+    except Exception:  # noqa: BLE001 - advisory only
+        log.warning("could not check which workers consume queue %r", queue, exc_info=True)
+        return None
 
 
 # --- reading, cancelling, deleting --------------------------------------------------------------

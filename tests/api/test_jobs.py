@@ -244,3 +244,19 @@ def test_list_newest_first_with_pagination_and_status_filter(client, finish_job)
     for params in ({"status": "done"}, {"limit": 0}, {"limit": 201}, {"limit": "x"}, {"cursor": "garbage!"},
                    {"cursor": "WzEsMl0"}, {"cursor": "x" * 300}):
         assert client.get("/jobs", params=params).status_code == 422, params
+
+
+def test_a_failing_worker_check_never_fails_the_creation(client, db) -> None:  # noqa: ANN001
+    """The no_worker check runs after the commit: if it fails, the job is still created once and answered 201."""
+    from sqlalchemy import text
+
+    with db() as session:
+        session.execute(text("ALTER TABLE workers RENAME TO workers_away"))
+    try:
+        created = client.post("/jobs", json=SPEC)
+    finally:
+        with db() as session:
+            session.execute(text("ALTER TABLE workers_away RENAME TO workers"))
+    assert created.status_code == 201, created.text
+    assert [e["type"] for e in client.get(f"/jobs/{created.json()['id']}/events").json()] == ["created"]
+    assert client.get("/jobs").json()["items"][0]["id"] == created.json()["id"]
