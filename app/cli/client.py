@@ -160,14 +160,7 @@ def jobs(
     rows = [(job["id"], job.get("name") or "", job["status"],
              f"{(job.get('progress') or {}).get('step', 0)}/{(job.get('progress') or {}).get('total_steps') or '?'}",
              job["created_at"][:19].replace("T", " "), _metrics_text(job.get("latest_metrics"))) for job in shown]
-    if not console.is_terminal:  # piped: one tab-separated line per job, for scripts (like `gh` does)
-        for row in rows:
-            typer.echo("\t".join(row))
-        return
-    table = Table(Column("id", no_wrap=True), "name", "status", "progress", "created (UTC)", "metrics")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table if rows else "no jobs")
+    _print_rows(["id", "name", "status", "progress", "created (UTC)", "metrics"], rows, "no jobs")
 
 
 def events(
@@ -212,17 +205,23 @@ def workers(url: UrlOpt = DEFAULT_URL, key: KeyOpt = None) -> None:
     """Live workers: name, queues, concurrency and last heartbeat."""
     rows = [(w["name"], ",".join(w["queues"]), str(w["concurrency"]), w["last_seen_at"][:19].replace("T", " "))
             for w in Api(url, key).request("GET", "/workers")]
+    _print_rows(["name", "queues", "concurrency", "last seen (UTC)"], rows, "no live workers")
+
+
+# --- presentation ---------------------------------------------------------------------------------
+
+
+def _print_rows(header: list[str], rows: list[tuple[str, ...]], empty: str) -> None:
+    """A table on a terminal (the first column, an id, never wrapped); piped, one tab-separated line per row
+    for scripts (as `gh` does)."""
     if not console.is_terminal:
         for row in rows:
             typer.echo("\t".join(row))
         return
-    table = Table(Column("name", no_wrap=True), "queues", "concurrency", "last seen (UTC)")
+    table = Table(Column(header[0], no_wrap=True), *header[1:])
     for row in rows:
         table.add_row(*row)
-    console.print(table if rows else "no live workers")
-
-
-# --- presentation ---------------------------------------------------------------------------------
+    console.print(table if rows else empty)
 
 
 def _metrics_text(metrics: dict[str, float] | None) -> str:
